@@ -1,0 +1,209 @@
+//! MP3 encoding with LAME: configuration from the requested quality, streaming PCM blocks to
+//! the output, and the final LAME/Xing tag written back over LAME's placeholder frame.
+
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::sync::mpsc::Receiver;
+
+use mp3lame_encoder::{
+    Bitrate, Builder, DualPcm, Encoder, FlushGap, MonoPcm, VbrMode, max_required_buffer_size,
+};
+use proto::Quality;
+
+use super::decode::{PcmBlock, PcmFormat};
+use super::error::TranscodeError;
+use super::mpa::FrameHeader;
+
+/// What the encoder produced.
+pub(crate) struct EncodeSummary {
+    /// MP3 bytes after the ID3 tag.
+    pub audio_bytes: u64,
+    pub input_frames: u64,
+    pub output_sample_rate: u32,
+}
+
+pub(crate) struct Mp3Encoder {
+    lame: Encoder,
+    format: PcmFormat,
+    scratch: Vec<u8>,
+}
+
+impl Mp3Encoder {
+    pub fn new(format: PcmFormat, quality: Quality) -> Result<Self, TranscodeError> {
+        let lame_error = |what: &str, error: &dyn std::fmt::Display| {
+            TranscodeError::Encoder(format!("could not {what}: {error}"))
+        };
+        let mut builder =
+            Builder::new().ok_or_else(|| TranscodeError::Encoder("out of memory".to_owned()))?;
+        builder
+            .set_num_channels(format.channels)
+            .map_err(|e| lame_error("set the channel count", &e))?;
+        // Any input rate is accepted: LAME resamples to the nearest rate MP3 supports.
+        builder
+            .set_sample_rate(format.sample_rate)
+            .map_err(|e| lame_error("set the sample rate", &e))?;
+        match quality {
+            Quality::Vbr { level } => {
+                builder
+                    .set_vbr_mode(VbrMode::Mtrh)
+                    .map_err(|e| lame_error("select VBR", &e))?;
+                builder
+                    .set_vbr_quality(vbr_quality(level))
+                    .map_err(|e| lame_error("set the VBR quality", &e))?;
+            }
+            Quality::Cbr { kbps } => {
+                builder
+                    .set_vbr_mode(VbrMode::Off)
+                    .map_err(|e| lame_error("select CBR", &e))?;
+                builder
+                    .set_brate(cbr_bitrate(kbps))
+                    .map_err(|e| lame_error("set the bitrate", &e))?;
+            }
+        }
+        builder
+            .set_to_write_vbr_tag(true)
+            .map_err(|e| lame_error("enable the LAME tag", &e))?;
+        let lame = builder
+            .build()
+            .map_err(|e| lame_error(&format!("start for {} Hz audio", format.sample_rate), &e))?;
+        Ok(Self { lame, format, scratch: Vec::new() })
+    }
+
+    /// Encodes every block from `blocks` into `output` after `id3_tag`, then finalises the file.
+    pub fn run<W: Write + Seek>(
+        mut self,
+        blocks: Receiver<PcmBlock>,
+        id3_tag: &[u8],
+        output: &mut W,
+    ) -> Result<EncodeSummary, TranscodeError> {
+        let start = output.stream_position()?;
+        output.write_all(id3_tag)?;
+        let lame_start = start + id3_tag.len() as u64;
+
+        let mut writer = BufWriter::with_capacity(64 * 1024, &mut *output);
+        let mut audio_bytes = 0u64;
+        let mut input_frames = 0u64;
+        let mut first_header = None;
+        for block in blocks {
+            input_frames += block.frames() as u64;
+            let encoded = self.encode(&block)?;
+            if first_header.is_none() && encoded.len() >= 4 {
+                first_header = FrameHeader::parse(encoded[..4].try_into().expect("4 bytes"));
+            }
+            audio_bytes += encoded.len() as u64;
+            writer.write_all(encoded)?;
+        }
+        let tail = self.flush()?;
+        if first_header.is_none() && tail.len() >= 4 {
+            first_header = FrameHeader::parse(tail[..4].try_into().expect("4 bytes"));
+        }
+        audio_bytes += tail.len() as u64;
+        writer.write_all(tail)?;
+        writer.flush()?;
+        drop(writer);
+
+        self.write_lame_tag(output, lame_start)?;
+        let output_sample_rate = first_header.map_or(self.format.sample_rate, |h| h.sample_rate);
+        Ok(EncodeSummary { audio_bytes, input_frames, output_sample_rate })
+    }
+
+    fn encode(&mut self, block: &PcmBlock) -> Result<&[u8], TranscodeError> {
+        self.scratch.clear();
+        self.scratch.reserve(max_required_buffer_size(block.frames()));
+        let result = match block.planes.as_slice() {
+            [mono] => self.lame.encode_to_vec(MonoPcm(mono), &mut self.scratch),
+            [left, right] => self.lame.encode_to_vec(DualPcm { left, right }, &mut self.scratch),
+            planes => {
+                return Err(TranscodeError::Encoder(format!(
+                    "got {} channels to encode",
+                    planes.len()
+                )));
+            }
+        };
+        result.map_err(|e| TranscodeError::Encoder(e.to_string()))?;
+        Ok(&self.scratch)
+    }
+
+    /// Pads the last frame with silence (the tag tells players to trim it); `FlushNoGap` would
+    /// drop the tail of the audio instead.
+    fn flush(&mut self) -> Result<&[u8], TranscodeError> {
+        self.scratch.clear();
+        self.scratch.reserve(max_required_buffer_size(0));
+        self.lame
+            .flush_to_vec::<FlushGap>(&mut self.scratch)
+            .map_err(|e| TranscodeError::Encoder(e.to_string()))?;
+        Ok(&self.scratch)
+    }
+
+    /// Overwrites LAME's placeholder first frame with the real tag (frame count, seek table,
+    /// encoder delay and padding), so players get the exact duration and gapless trimming.
+    fn write_lame_tag<W: Write + Seek>(&self, output: &mut W, at: u64) -> Result<(), TranscodeError> {
+        let mut tag = Vec::with_capacity(self.lame.lame_tag_size());
+        if self.lame.lame_tag_encode_to_vec(&mut tag).is_none() {
+            return Ok(());
+        }
+        let end = output.stream_position()?;
+        output.seek(SeekFrom::Start(at))?;
+        output.write_all(&tag)?;
+        output.seek(SeekFrom::Start(end))?;
+        output.flush()?;
+        Ok(())
+    }
+}
+
+fn vbr_quality(level: u8) -> mp3lame_encoder::Quality {
+    use mp3lame_encoder::Quality as Q;
+    match level {
+        0 => Q::Best,
+        1 => Q::SecondBest,
+        2 => Q::NearBest,
+        3 => Q::VeryNice,
+        4 => Q::Nice,
+        5 => Q::Good,
+        6 => Q::Decent,
+        7 => Q::Ok,
+        8 => Q::SecondWorst,
+        _ => Q::Worst,
+    }
+}
+
+/// The MP3 bitrate closest to the request (requests are validated upstream to 64–320).
+fn cbr_bitrate(kbps: u16) -> Bitrate {
+    const LADDER: [(u16, Bitrate); 10] = [
+        (64, Bitrate::Kbps64),
+        (80, Bitrate::Kbps80),
+        (96, Bitrate::Kbps96),
+        (112, Bitrate::Kbps112),
+        (128, Bitrate::Kbps128),
+        (160, Bitrate::Kbps160),
+        (192, Bitrate::Kbps192),
+        (224, Bitrate::Kbps224),
+        (256, Bitrate::Kbps256),
+        (320, Bitrate::Kbps320),
+    ];
+    LADDER
+        .iter()
+        .min_by_key(|(rate, _)| rate.abs_diff(kbps))
+        .map(|&(_, bitrate)| bitrate)
+        .expect("ladder is not empty")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cbr_requests_snap_to_mp3_bitrates() {
+        assert_eq!(cbr_bitrate(128) as u16, 128);
+        assert_eq!(cbr_bitrate(320) as u16, 320);
+        assert_eq!(cbr_bitrate(130) as u16, 128);
+        assert_eq!(cbr_bitrate(8) as u16, 64);
+    }
+
+    #[test]
+    fn vbr_levels_map_one_to_one() {
+        for level in 0..=9u8 {
+            assert_eq!(vbr_quality(level) as u8, level);
+        }
+        assert_eq!(vbr_quality(42) as u8, 9);
+    }
+}

@@ -1,0 +1,311 @@
+//! MPEG audio frame headers: enough to split an MP3 byte stream into frames (AVI gives arbitrary
+//! chunks) and to write the Xing/Info tag frame in front of passed-through frames.
+
+/// The 4-byte header that starts every MPEG audio frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHeader {
+    pub version: MpegVersion,
+    pub layer: u8,
+    pub bitrate_kbps: u32,
+    pub sample_rate: u32,
+    pub padding: bool,
+    pub has_crc: bool,
+    pub mono: bool,
+    raw: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MpegVersion {
+    Mpeg1,
+    Mpeg2,
+    Mpeg25,
+}
+
+const BITRATES_V1: [[u32; 15]; 3] = [
+    [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
+    [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
+    [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+];
+const BITRATES_V2: [[u32; 15]; 3] = [
+    [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+    [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+    [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
+];
+
+impl FrameHeader {
+    /// Parses a header; `None` for anything that is not a valid, non-free-format header.
+    pub fn parse(bytes: [u8; 4]) -> Option<Self> {
+        let raw = u32::from_be_bytes(bytes);
+        if raw >> 21 != 0x7FF {
+            return None;
+        }
+        let version = match (raw >> 19) & 0b11 {
+            0b00 => MpegVersion::Mpeg25,
+            0b10 => MpegVersion::Mpeg2,
+            0b11 => MpegVersion::Mpeg1,
+            _ => return None,
+        };
+        let layer = match (raw >> 17) & 0b11 {
+            0b11 => 1,
+            0b10 => 2,
+            0b01 => 3,
+            _ => return None,
+        };
+        let bitrate_index = ((raw >> 12) & 0xF) as usize;
+        // Index 0 is "free format" (length unknowable from the header), 15 is invalid.
+        if bitrate_index == 0 || bitrate_index == 15 {
+            return None;
+        }
+        let table = match version {
+            MpegVersion::Mpeg1 => &BITRATES_V1,
+            _ => &BITRATES_V2,
+        };
+        let bitrate_kbps = table[usize::from(layer - 1)][bitrate_index];
+        let base_rate = match (raw >> 10) & 0b11 {
+            0 => 44_100,
+            1 => 48_000,
+            2 => 32_000,
+            _ => return None,
+        };
+        let sample_rate = match version {
+            MpegVersion::Mpeg1 => base_rate,
+            MpegVersion::Mpeg2 => base_rate / 2,
+            MpegVersion::Mpeg25 => base_rate / 4,
+        };
+        Some(Self {
+            version,
+            layer,
+            bitrate_kbps,
+            sample_rate,
+            padding: (raw >> 9) & 1 == 1,
+            has_crc: (raw >> 16) & 1 == 0,
+            mono: (raw >> 6) & 0b11 == 0b11,
+            raw,
+        })
+    }
+
+    /// Whole frame length in bytes, header included.
+    pub fn frame_len(&self) -> usize {
+        let bits_per_second = self.bitrate_kbps as usize * 1000;
+        let rate = self.sample_rate as usize;
+        let pad = usize::from(self.padding);
+        match (self.layer, self.version) {
+            (1, _) => (12 * bits_per_second / rate + pad) * 4,
+            (3, MpegVersion::Mpeg2 | MpegVersion::Mpeg25) => 72 * bits_per_second / rate + pad,
+            _ => 144 * bits_per_second / rate + pad,
+        }
+    }
+
+    pub fn samples_per_frame(&self) -> u32 {
+        match (self.layer, self.version) {
+            (1, _) => 384,
+            (3, MpegVersion::Mpeg2 | MpegVersion::Mpeg25) => 576,
+            _ => 1152,
+        }
+    }
+
+    pub fn channels(&self) -> u8 {
+        if self.mono { 1 } else { 2 }
+    }
+
+    /// Layer III side information length, which is where a Xing tag starts after the header.
+    pub fn side_info_len(&self) -> usize {
+        match (self.version, self.mono) {
+            (MpegVersion::Mpeg1, true) => 17,
+            (MpegVersion::Mpeg1, false) => 32,
+            (_, true) => 9,
+            (_, false) => 17,
+        }
+    }
+
+    /// The same stream parameters with another bitrate index, no padding and no CRC.
+    fn with_bitrate_index(&self, index: u32) -> Option<Self> {
+        let raw = (self.raw & !(0xF << 12) & !(1 << 9)) | (index << 12) | (1 << 16);
+        Self::parse(raw.to_be_bytes())
+    }
+}
+
+/// Splits an arbitrary chunking of an MPEG audio stream into whole frames.
+#[derive(Default)]
+pub(crate) struct FrameSplitter {
+    pending: Vec<u8>,
+}
+
+impl FrameSplitter {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    /// The next whole frame, skipping garbage between frames; `None` until more bytes arrive.
+    pub fn next_frame(&mut self) -> Option<(FrameHeader, Vec<u8>)> {
+        let mut start = 0;
+        while start + 4 <= self.pending.len() {
+            let header_bytes = self.pending[start..start + 4].try_into().expect("4 bytes");
+            match FrameHeader::parse(header_bytes) {
+                Some(header) if start + header.frame_len() <= self.pending.len() => {
+                    let end = start + header.frame_len();
+                    let frame = self.pending[start..end].to_vec();
+                    self.pending.drain(..end);
+                    return Some((header, frame));
+                }
+                Some(_) => break,
+                None => start += 1,
+            }
+        }
+        self.pending.drain(..start);
+        None
+    }
+}
+
+/// Encoder delay/padding in decoded samples, carried over into the LAME extension.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Gapless {
+    pub delay: u32,
+    pub padding: u32,
+}
+
+/// LAME's tag stores delay net of the 529-sample MP3 decoder latency that readers add back.
+const DECODER_DELAY: u32 = 529;
+/// Bytes of the Xing body with all four fields plus the 36-byte LAME extension.
+const XING_BODY_LEN: usize = 4 + 4 + 4 + 4 + 100 + 4 + 36;
+
+/// Builds a Xing/Info frame summarising `frame_offsets.len()` audio frames that follow it.
+///
+/// `frame_offsets` are the start of each audio frame relative to the first audio frame, and
+/// `audio_bytes` their total size. The result has the same length for any counts, so a
+/// placeholder can be written first and overwritten in place at the end.
+pub(crate) fn info_frame(
+    template: &FrameHeader,
+    frame_offsets: &[u64],
+    audio_bytes: u64,
+    variable_bitrate: bool,
+    gapless: Option<Gapless>,
+) -> Vec<u8> {
+    let Some(header) = (1..15)
+        .filter_map(|index| template.with_bitrate_index(index))
+        .find(|h| h.frame_len() >= 4 + h.side_info_len() + XING_BODY_LEN)
+    else {
+        return Vec::new();
+    };
+    let frame_len = header.frame_len();
+    let total_bytes = audio_bytes + frame_len as u64;
+
+    let mut frame = Vec::with_capacity(frame_len);
+    frame.extend_from_slice(&header.raw.to_be_bytes());
+    frame.resize(4 + header.side_info_len(), 0);
+    frame.extend_from_slice(if variable_bitrate { b"Xing" } else { b"Info" });
+    frame.extend_from_slice(&0x0Fu32.to_be_bytes());
+    frame.extend_from_slice(&saturate_u32(frame_offsets.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&saturate_u32(total_bytes).to_be_bytes());
+    frame.extend_from_slice(&seek_table(frame_offsets, frame_len as u64, total_bytes));
+    frame.extend_from_slice(&0u32.to_be_bytes());
+
+    // LAME extension; readers only trust the delay fields under a known encoder name.
+    frame.extend_from_slice(b"Lavf\0\0\0\0\0");
+    frame.extend_from_slice(&[0; 11]);
+    let trim = gapless.map_or(0, |g| {
+        let delay = g.delay.saturating_sub(DECODER_DELAY).min(0xFFF);
+        let padding = (g.padding + DECODER_DELAY).min(0xFFF);
+        (delay << 12) | padding
+    });
+    frame.extend_from_slice(&trim.to_be_bytes()[1..]);
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(&saturate_u32(total_bytes).to_be_bytes());
+    frame.extend_from_slice(&[0; 2]);
+    let crc = crc16_arc(&frame);
+    frame.extend_from_slice(&crc.to_be_bytes());
+    frame.resize(frame_len, 0);
+    frame
+}
+
+/// The Xing table of contents: byte position (in 1/256ths of the file) at each percent of time.
+fn seek_table(frame_offsets: &[u64], info_len: u64, total_bytes: u64) -> [u8; 100] {
+    let mut toc = [0u8; 100];
+    if frame_offsets.is_empty() || total_bytes == 0 {
+        return toc;
+    }
+    for (percent, entry) in toc.iter_mut().enumerate() {
+        let frame = percent * frame_offsets.len() / 100;
+        let position = info_len + frame_offsets[frame];
+        *entry = (position * 256 / total_bytes).min(255) as u8;
+    }
+    toc
+}
+
+fn saturate_u32(value: u64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+/// CRC-16/ARC, the checksum LAME puts over its tag.
+fn crc16_arc(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+        }
+    }
+    crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// MPEG-1 Layer III, 128 kbps, 44.1 kHz, joint stereo, no CRC.
+    const MP3_128K: [u8; 4] = [0xFF, 0xFB, 0x90, 0x64];
+
+    #[test]
+    fn parses_a_common_mp3_header() {
+        let header = FrameHeader::parse(MP3_128K).unwrap();
+        assert_eq!(header.version, MpegVersion::Mpeg1);
+        assert_eq!((header.layer, header.bitrate_kbps, header.sample_rate), (3, 128, 44_100));
+        assert_eq!(header.frame_len(), 417);
+        assert_eq!(header.samples_per_frame(), 1152);
+        assert_eq!(header.channels(), 2);
+        assert!(!header.has_crc);
+    }
+
+    #[test]
+    fn rejects_non_headers() {
+        assert!(FrameHeader::parse(*b"ID3\x03").is_none());
+        assert!(FrameHeader::parse([0xFF, 0xFB, 0x00, 0x64]).is_none(), "free format");
+        assert!(FrameHeader::parse([0xFF, 0xFB, 0xF0, 0x64]).is_none(), "bad bitrate");
+    }
+
+    #[test]
+    fn splitter_reassembles_frames_from_odd_chunks() {
+        let header = FrameHeader::parse(MP3_128K).unwrap();
+        let mut frame = MP3_128K.to_vec();
+        frame.resize(header.frame_len(), 0x11);
+        let stream: Vec<u8> = [&b"junk"[..], &frame, &frame].concat();
+
+        let mut splitter = FrameSplitter::default();
+        let mut frames = Vec::new();
+        for chunk in stream.chunks(100) {
+            splitter.push(chunk);
+            while let Some((_, bytes)) = splitter.next_frame() {
+                frames.push(bytes);
+            }
+        }
+        assert_eq!(frames, vec![frame.clone(), frame]);
+    }
+
+    #[test]
+    fn info_frame_is_a_valid_frame_with_fixed_length() {
+        let header = FrameHeader::parse(MP3_128K).unwrap();
+        let empty = info_frame(&header, &[], 0, false, None);
+        let full = info_frame(&header, &[0, 417, 834], 1251, true, Some(Gapless::default()));
+        assert_eq!(empty.len(), full.len());
+        let parsed = FrameHeader::parse(full[..4].try_into().unwrap()).unwrap();
+        assert_eq!(parsed.frame_len(), full.len());
+        assert_eq!(parsed.sample_rate, 44_100);
+        assert_eq!(&full[36..40], b"Xing");
+        assert_eq!(&full[44..48], &3u32.to_be_bytes());
+    }
+
+    #[test]
+    fn crc_matches_the_reference_check_value() {
+        assert_eq!(crc16_arc(b"123456789"), 0xBB3D);
+    }
+}

@@ -1,0 +1,123 @@
+//! The event bus seam: publish job events durably, consume them with at-least-once delivery.
+//!
+//! [`crate::rabbit::RabbitBus`] implements it on RabbitMQ (topic exchange, a durable queue per
+//! service, delayed retry queues, a dead-letter queue). Handlers must be idempotent: a delivery can
+//! arrive more than once (redelivery after a crash or a broker reconnect).
+
+use async_trait::async_trait;
+use proto::Envelope;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("event was not confirmed by the broker: {0}")]
+    NotConfirmed(String),
+}
+
+/// What a consuming service listens to.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    /// Durable queue name, one per consuming service (e.g. `converter`).
+    pub queue: String,
+    /// Event types (routing keys) bound to the queue.
+    pub event_types: Vec<String>,
+    /// At most this many unacknowledged deliveries at once.
+    pub prefetch: u16,
+    /// Delays before redelivery after each transient failure; after the last one the delivery is
+    /// dead-lettered. Attempts in all = `retry_delays.len() + 1`.
+    pub retry_delays: Vec<Duration>,
+}
+
+impl Subscription {
+    pub fn new(queue: impl Into<String>, event_types: &[&str]) -> Self {
+        Self {
+            queue: queue.into(),
+            event_types: event_types.iter().map(|t| t.to_string()).collect(),
+            prefetch: 1,
+            retry_delays: vec![
+                Duration::from_secs(1),
+                Duration::from_secs(5),
+                Duration::from_secs(30),
+                Duration::from_secs(120),
+            ],
+        }
+    }
+
+    pub fn with_prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    pub fn with_retry_delays(mut self, delays: Vec<Duration>) -> Self {
+        self.retry_delays = delays;
+        self
+    }
+
+    pub fn max_attempts(&self) -> u32 {
+        self.retry_delays.len() as u32 + 1
+    }
+}
+
+/// One delivered event.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub envelope: Envelope,
+    /// 1 on first delivery, incremented by each retry.
+    pub attempt: u32,
+    /// The broker flagged this as a redelivery (e.g. after a consumer crashed holding it).
+    pub redelivered: bool,
+}
+
+/// The handler's verdict on a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed (or deliberately ignored): acknowledge.
+    Done,
+    /// A transient failure: redeliver after the next retry delay, or dead-letter when attempts are
+    /// exhausted (after calling [`EventHandler::exhausted`]).
+    Retry(String),
+}
+
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    async fn handle(&self, delivery: &Delivered) -> Outcome;
+
+    /// Called once when a delivery failed its last attempt, before it goes to the dead-letter
+    /// queue: the place to publish a failure event.
+    async fn exhausted(&self, _delivery: &Delivered, _last_error: &str) {}
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Publishes and returns once the bus has durably accepted the event.
+    async fn publish(&self, event: &Envelope) -> Result<(), BusError>;
+
+    /// Consumes `subscription` until `shutdown` fires, reconnecting by itself. In-flight
+    /// deliveries finish before it returns; unacknowledged ones go back to the queue.
+    async fn consume(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn EventHandler>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError>;
+
+    /// Readiness: `Ok` when the bus is reachable.
+    async fn check(&self) -> Result<(), BusError>;
+}
+
+/// Adapts an [`EventBus`] to a readiness check.
+pub struct BusReadiness(pub Arc<dyn EventBus>);
+
+#[async_trait]
+impl crate::health::ReadinessCheck for BusReadiness {
+    fn name(&self) -> &'static str {
+        "event_bus"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
+    }
+}

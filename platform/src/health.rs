@@ -1,0 +1,89 @@
+//! `/healthz` (the process is alive) and `/readyz` (its dependencies answer) for every service.
+
+use async_trait::async_trait;
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A dependency whose reachability decides readiness.
+#[async_trait]
+pub trait ReadinessCheck: Send + Sync {
+    /// Short name shown in `/readyz`, e.g. `rabbitmq`.
+    fn name(&self) -> &'static str;
+    /// `Ok` when the dependency answers.
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// Per-check deadline so a hung dependency makes `/readyz` fail fast instead of hanging.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Default)]
+pub struct Health {
+    checks: Arc<Vec<Arc<dyn ReadinessCheck>>>,
+}
+
+impl Health {
+    pub fn new(checks: Vec<Arc<dyn ReadinessCheck>>) -> Self {
+        Self {
+            checks: Arc::new(checks),
+        }
+    }
+
+    /// Runs every check concurrently; returns `(all ok, per-check report)`.
+    pub async fn readiness(&self) -> (bool, serde_json::Value) {
+        let results = futures::future::join_all(self.checks.iter().map(|check| async move {
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+                Ok(result) => result,
+                Err(_) => Err("timed out".to_owned()),
+            };
+            (check.name(), outcome)
+        }))
+        .await;
+        let ready = results.iter().all(|(_, r)| r.is_ok());
+        let report: serde_json::Map<String, serde_json::Value> = results
+            .into_iter()
+            .map(|(name, outcome)| {
+                let value = match outcome {
+                    Ok(()) => json!({"status": "ok"}),
+                    Err(reason) => json!({"status": "unavailable", "reason": reason}),
+                };
+                (name.to_owned(), value)
+            })
+            .collect();
+        (ready, serde_json::Value::Object(report))
+    }
+
+    /// Router with `/healthz` and `/readyz`, to merge into a service's HTTP router.
+    pub fn router<S: Clone + Send + Sync + 'static>(self) -> Router<S> {
+        Router::new()
+            .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+            .route("/readyz", get(readyz))
+            .with_state(self)
+    }
+}
+
+async fn readyz(State(health): State<Health>) -> impl IntoResponse {
+    let (ready, checks) = health.readiness().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({"status": if ready { "ready" } else { "unavailable" }, "checks": checks});
+    (status, Json(body))
+}
+
+/// Serves `router` on `listener` until `shutdown` fires.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}

@@ -1,0 +1,18 @@
+//! Runtime plumbing shared by the four services.
+//!
+//! Each backing service sits behind one seam here: [`bus::EventBus`] (RabbitMQ, or in-process in the
+//! all-in-one mode) and [`blob::BlobStore`] (GridFS, or the local disk). Services compose these at
+//! start-up; nothing above the seams knows which implementation it got.
+
+pub mod blob;
+pub mod bus;
+pub mod config;
+pub mod health;
+pub mod rabbit;
+pub mod retry;
+pub mod shutdown;
+pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use config::ConfigError;

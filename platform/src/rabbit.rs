@@ -1,0 +1,530 @@
+//! RabbitMQ implementation of the [`EventBus`] seam (lapin).
+//!
+//! Topology, declared in code at start-up and on every reconnect:
+//! - `jobs.events`: durable topic exchange; routing key = event type (`conversion.succeeded`, ...).
+//! - one durable queue per consuming service, bound to the event types it needs, dead-lettering
+//!   into `jobs.dead-letter` (a durable fanout exchange feeding the `jobs.dead-letter` queue);
+//! - per service and delay, a retry queue `<queue>.retry.<ms>ms` with that message TTL, which
+//!   dead-letters expired messages back into the service's queue: delayed redelivery without plugins.
+//!
+//! Messages are persistent and published with confirms; consumers ack manually with a prefetch.
+
+use crate::bus::{BusError, Delivered, EventBus, EventHandler, Outcome, Subscription};
+use async_trait::async_trait;
+use backon::BackoffBuilder;
+use futures::StreamExt;
+use lapin::{
+    BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
+    message::Delivery,
+    options::{
+        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
+        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable, ShortString},
+};
+use proto::Envelope;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+pub const EVENTS_EXCHANGE: &str = "jobs.events";
+pub const DEAD_LETTER_EXCHANGE: &str = "jobs.dead-letter";
+pub const DEAD_LETTER_QUEUE: &str = "jobs.dead-letter";
+/// Header carrying the 1-based attempt number of a delivery.
+pub const ATTEMPT_HEADER: &str = "x-attempt";
+/// Header carrying the W3C trace context.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Name of the retry queue holding deliveries of `queue` for `delay`.
+pub fn retry_queue_name(queue: &str, delay: Duration) -> String {
+    format!("{queue}.retry.{}ms", delay.as_millis())
+}
+
+/// Names of everything the bus declares. Production uses [`Topology::default`]; tests use
+/// [`Topology::isolated`] so parallel tests on one broker never see each other's messages.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub events_exchange: String,
+    pub dead_letter_exchange: String,
+    pub dead_letter_queue: String,
+    /// Prefix of every service queue name.
+    pub queue_prefix: String,
+    /// When set, queues and exchanges vanish after this long unused (test topologies).
+    pub expires: Option<Duration>,
+}
+
+impl Default for Topology {
+    fn default() -> Self {
+        Self {
+            events_exchange: EVENTS_EXCHANGE.into(),
+            dead_letter_exchange: DEAD_LETTER_EXCHANGE.into(),
+            dead_letter_queue: DEAD_LETTER_QUEUE.into(),
+            queue_prefix: String::new(),
+            expires: None,
+        }
+    }
+}
+
+impl Topology {
+    /// Every name prefixed with `namespace.`, removed by the broker a minute after last use.
+    pub fn isolated(namespace: &str) -> Self {
+        Self {
+            events_exchange: format!("{namespace}.{EVENTS_EXCHANGE}"),
+            dead_letter_exchange: format!("{namespace}.{DEAD_LETTER_EXCHANGE}"),
+            dead_letter_queue: format!("{namespace}.{DEAD_LETTER_QUEUE}"),
+            queue_prefix: format!("{namespace}."),
+            expires: Some(Duration::from_secs(60)),
+        }
+    }
+
+    /// Full name of a service queue.
+    pub fn queue(&self, name: &str) -> String {
+        format!("{}{name}", self.queue_prefix)
+    }
+
+    fn queue_arguments(&self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if let Some(expires) = self.expires {
+            arguments.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
+        }
+        arguments
+    }
+
+    fn exchange_options(&self) -> ExchangeDeclareOptions {
+        ExchangeDeclareOptions {
+            durable: true,
+            auto_delete: self.expires.is_some(),
+            ..ExchangeDeclareOptions::default()
+        }
+    }
+}
+
+pub struct RabbitBus {
+    url: String,
+    topology: Topology,
+    /// Publishing connection and confirm-mode channel, opened lazily and replaced when broken.
+    publisher: Mutex<Option<(Connection, Channel)>>,
+}
+
+impl RabbitBus {
+    /// A bus for `url`. Connects lazily: constructing it never fails on an absent broker.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            topology: Topology::default(),
+            publisher: Mutex::new(None),
+        }
+    }
+
+    pub fn with_topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// Opens a connection (for tests and tools that inspect queues).
+    pub async fn open_connection(&self) -> Result<Connection, BusError> {
+        self.connect().await
+    }
+
+    async fn connect(&self) -> Result<Connection, BusError> {
+        let properties = ConnectionProperties::default();
+        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, properties))
+            .await
+        {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),
+            Err(_) => Err(BusError::Unavailable("connection timed out".into())),
+        }
+    }
+
+    async fn confirm_channel(&self, connection: &Connection) -> Result<Channel, BusError> {
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        declare_exchanges(&channel, &self.topology).await?;
+        Ok(channel)
+    }
+
+    /// The cached publishing channel, reconnecting when it is missing or broken.
+    async fn publishing_channel(
+        &self,
+        slot: &mut Option<(Connection, Channel)>,
+    ) -> Result<Channel, BusError> {
+        if let Some((connection, channel)) = slot.as_ref()
+            && connection.status().connected()
+            && channel.status().connected()
+        {
+            return Ok(channel.clone());
+        }
+        *slot = None;
+        let connection = self.connect().await?;
+        let channel = self.confirm_channel(&connection).await?;
+        *slot = Some((connection, channel.clone()));
+        Ok(channel)
+    }
+
+    /// Declares the dead-letter topology and `subscription`'s queue, bindings and retry queues.
+    pub async fn declare_subscription(
+        &self,
+        channel: &Channel,
+        subscription: &Subscription,
+    ) -> Result<(), BusError> {
+        let topology = &self.topology;
+        declare_exchanges(channel, topology).await?;
+        let queue = topology.queue(&subscription.queue);
+        let mut arguments = topology.queue_arguments();
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(topology.dead_letter_exchange.as_str().into()),
+        );
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments,
+            )
+            .await
+            .map_err(unavailable)?;
+        for event_type in &subscription.event_types {
+            channel
+                .queue_bind(
+                    queue.as_str().into(),
+                    topology.events_exchange.as_str().into(),
+                    event_type.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        for delay in &subscription.retry_delays {
+            let mut arguments = topology.queue_arguments();
+            arguments.insert(
+                "x-message-ttl".into(),
+                AMQPValue::LongLongInt(delay.as_millis() as i64),
+            );
+            arguments.insert(
+                "x-dead-letter-exchange".into(),
+                AMQPValue::LongString("".into()),
+            );
+            arguments.insert(
+                "x-dead-letter-routing-key".into(),
+                AMQPValue::LongString(queue.as_str().into()),
+            );
+            channel
+                .queue_declare(
+                    retry_queue_name(&queue, *delay).as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    arguments,
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// One consuming session on one connection; returns when the connection breaks or on shutdown.
+    async fn consume_once(
+        &self,
+        subscription: &Subscription,
+        handler: &Arc<dyn EventHandler>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), BusError> {
+        let connection = self.connect().await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        self.declare_subscription(&channel, subscription).await?;
+        let queue = self.topology.queue(&subscription.queue);
+        channel
+            .basic_qos(subscription.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(unavailable)?;
+        // Retries are republished on their own confirm channel so a retry is safely stored
+        // before the original delivery is acknowledged.
+        let retry_channel = self.confirm_channel(&connection).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                ShortString::from(format!("{queue}-{}", uuid::Uuid::now_v7())),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?;
+        tracing::info!(%queue, prefetch = subscription.prefetch, "consuming");
+
+        let broken = std::sync::Mutex::new(None::<String>);
+        consumer
+            .take_until(shutdown.cancelled())
+            .for_each_concurrent(subscription.prefetch as usize, |delivery| {
+                let retry_channel = retry_channel.clone();
+                let broken = &broken;
+                let queue = queue.as_str();
+                async move {
+                    match delivery {
+                        Ok(delivery) => {
+                            process(delivery, queue, subscription, handler.as_ref(), &retry_channel)
+                                .await
+                        }
+                        Err(e) => {
+                            *broken.lock().expect("not poisoned") = Some(e.to_string());
+                        }
+                    }
+                }
+            })
+            .await;
+        let _ = channel.close(200, "consumer stopping".into()).await;
+        let _ = connection.close(200, "consumer stopping".into()).await;
+        match broken.into_inner().expect("not poisoned") {
+            Some(reason) => Err(BusError::Unavailable(reason)),
+            None if shutdown.is_cancelled() => Ok(()),
+            None => Err(BusError::Unavailable("consumer stream ended".into())),
+        }
+    }
+}
+
+async fn declare_exchanges(channel: &Channel, topology: &Topology) -> Result<(), BusError> {
+    channel
+        .exchange_declare(
+            topology.events_exchange.as_str().into(),
+            ExchangeKind::Topic,
+            topology.exchange_options(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    channel
+        .exchange_declare(
+            topology.dead_letter_exchange.as_str().into(),
+            ExchangeKind::Fanout,
+            topology.exchange_options(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    channel
+        .queue_declare(
+            topology.dead_letter_queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            topology.queue_arguments(),
+        )
+        .await
+        .map_err(unavailable)?;
+    channel
+        .queue_bind(
+            topology.dead_letter_queue.as_str().into(),
+            topology.dead_letter_exchange.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+fn unavailable(e: lapin::Error) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+fn header_u32(delivery: &Delivery, name: &str) -> Option<u32> {
+    let headers = delivery.properties.headers().as_ref()?;
+    match headers.inner().get(name)? {
+        AMQPValue::LongLongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::LongUInt(v) => Some(*v),
+        AMQPValue::ShortInt(v) => u32::try_from(*v).ok(),
+        AMQPValue::ShortUInt(v) => Some(u32::from(*v)),
+        _ => None,
+    }
+}
+
+fn properties_for(envelope: &Envelope, attempt: u32) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt.into()));
+    if let Some(traceparent) = &envelope.traceparent {
+        headers.insert(
+            TRACEPARENT_HEADER.into(),
+            AMQPValue::LongString(traceparent.as_str().into()),
+        );
+    }
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(envelope.event_id.to_string().into())
+        .with_type(envelope.event_type().into())
+        .with_app_id(envelope.producer.as_str().into())
+        .with_headers(headers)
+}
+
+async fn publish_confirmed(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> Result<(), BusError> {
+    let confirm = channel
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions::default(),
+            payload,
+            properties,
+        )
+        .await
+        .map_err(unavailable)?;
+    match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
+        Ok(Ok(_)) => Err(BusError::NotConfirmed("the broker refused the message".into())),
+        Ok(Err(e)) => Err(BusError::NotConfirmed(e.to_string())),
+        Err(_) => Err(BusError::NotConfirmed("no confirmation in time".into())),
+    }
+}
+
+async fn process(
+    delivery: Delivery,
+    queue: &str,
+    subscription: &Subscription,
+    handler: &dyn EventHandler,
+    retry_channel: &Channel,
+) {
+    let envelope = match Envelope::from_json(&delivery.data) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            // Unreadable now means unreadable forever: straight to the dead-letter queue.
+            tracing::error!(%queue, error = %e, "undecodable message dead-lettered");
+            nack(&delivery, false).await;
+            return;
+        }
+    };
+    let attempt = header_u32(&delivery, ATTEMPT_HEADER).unwrap_or(1).max(1);
+    let delivered = Delivered {
+        envelope,
+        attempt,
+        redelivered: delivery.redelivered,
+    };
+    match handler.handle(&delivered).await {
+        Outcome::Done => {
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                // The broker will redeliver; handlers are idempotent.
+                tracing::warn!(error = %e, "ack failed; the event will be redelivered");
+            }
+        }
+        Outcome::Retry(reason) => {
+            let next_delay = subscription.retry_delays.get(attempt as usize - 1).copied();
+            match next_delay {
+                Some(delay) => {
+                    let retry_queue = retry_queue_name(queue, delay);
+                    let properties = properties_for(&delivered.envelope, attempt + 1);
+                    match publish_confirmed(retry_channel, "", &retry_queue, &delivery.data, properties)
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::warn!(
+                                job_id = %delivered.envelope.job_id, attempt, ?delay, %reason,
+                                "transient failure; retry scheduled"
+                            );
+                            let _ = delivery.ack(BasicAckOptions::default()).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not schedule retry; requeueing");
+                            tokio::time::sleep(delay.min(Duration::from_secs(5))).await;
+                            nack(&delivery, true).await;
+                        }
+                    }
+                }
+                None => {
+                    tracing::error!(
+                        job_id = %delivered.envelope.job_id, attempt, %reason,
+                        "retries exhausted; dead-lettering"
+                    );
+                    handler.exhausted(&delivered, &reason).await;
+                    nack(&delivery, false).await;
+                }
+            }
+        }
+    }
+}
+
+async fn nack(delivery: &Delivery, requeue: bool) {
+    let options = BasicNackOptions {
+        requeue,
+        ..BasicNackOptions::default()
+    };
+    if let Err(e) = delivery.nack(options).await {
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver");
+    }
+}
+
+#[async_trait]
+impl EventBus for RabbitBus {
+    async fn publish(&self, event: &Envelope) -> Result<(), BusError> {
+        let mut slot = self.publisher.lock().await;
+        let payload = event.to_json();
+        // A cached channel may have died since its last use: one fresh attempt before giving up.
+        for attempt in 0..2 {
+            let channel = self.publishing_channel(&mut slot).await?;
+            let result = publish_confirmed(
+                &channel,
+                &self.topology.events_exchange,
+                event.event_type(),
+                &payload,
+                properties_for(event, 1),
+            )
+            .await;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(e) if attempt == 1 => {
+                    *slot = None;
+                    return Err(e);
+                }
+                Err(_) => *slot = None,
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    async fn consume(
+        &self,
+        subscription: Subscription,
+        handler: Arc<dyn EventHandler>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
+        let mut backoff = crate::retry::reconnect().build();
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match self.consume_once(&subscription, &handler, &shutdown).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(queue = %subscription.queue, error = %e, ?delay, "broker connection lost; reconnecting");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+
+    async fn check(&self) -> Result<(), BusError> {
+        let mut slot = self.publisher.lock().await;
+        self.publishing_channel(&mut slot).await.map(|_| ())
+    }
+}
