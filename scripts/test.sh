@@ -6,4 +6,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 source scripts/test-env.sh
 trap test_env_cleanup EXIT
-cargo nextest run --workspace --no-fail-fast "$@"
+# `-p CRATE` narrows the run to one crate; without it every crate of the workspace is tested.
+scope=(--workspace)
+for arg in "$@"; do case "$arg" in -p|--package|-p*|--package=*) scope=() ;; esac; done
+cargo nextest run "${scope[@]}" --no-fail-fast "$@"
