@@ -1,8 +1,434 @@
-//! Placeholder for the job worker.
+//! The conversion worker: consumes `job.submitted`, turns the video's audio into an MP3 stored in
+//! GridFS, and publishes the outcome.
 //!
-//! The lead replaces this whole file with the RabbitMQ consumer built on [`crate::transcode`].
+//! Per job: publish ConversionStarted, spill the video from the blob store to a temp file (MP4
+//! files with their index at the end need a seekable source, and RAM must stay flat), transcode on
+//! blocking threads while progress events go out at most once a second, upload the MP3 from its
+//! temp file, publish ConversionSucceeded, then ack. Input problems end the job with
+//! ConversionFailed and a reason; transient problems go back through the bus's retry queues.
+//!
+//! Redelivery is safe: the MP3's metadata holds the success event, so a job that was already
+//! converted republishes that same event (same event id, deduplicated downstream) instead of
+//! converting again.
 
-/// Runs the conversion worker until shutdown.
+mod configuration;
+
+pub use configuration::Settings;
+
+use crate::transcode::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
+use async_trait::async_trait;
+use futures::StreamExt;
+use platform::blob::{BlobError, BlobInfo, BlobStore, Bucket, GridFsStore, Metadata};
+use platform::bus::{BusReadiness, Delivered, EventBus, EventHandler, Outcome, Subscription};
+use platform::health::{Health, ReadinessCheck};
+use platform::rabbit::RabbitBus;
+use proto::events::{
+    ConversionFailed, ConversionProgress, ConversionStarted, ConversionSucceeded, FailureKind,
+    JobSubmitted,
+};
+use proto::{Envelope, JobEvent};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const SERVICE: &str = "converter";
+/// The converter's durable queue.
+pub const QUEUE: &str = "converter";
+/// Metadata key under which the MP3 keeps the success event it was announced with.
+const SUCCESS_EVENT_KEY: &str = "success_event";
+/// Progress events go out at most this often.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+/// Size of the reads when uploading the MP3.
+const UPLOAD_PIECE: usize = 1024 * 1024;
+
+/// Runs the worker from environment variables until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
-    Err(anyhow::anyhow!("the worker is not built yet"))
+    platform::telemetry::init(SERVICE);
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let bus: Arc<dyn EventBus> = Arc::new(RabbitBus::new(&settings.amqp_url));
+    let blobs: Arc<dyn BlobStore> = Arc::new(GridFsStore::new(&settings.mongodb_uri).await?);
+    let app = Application::build(settings, bus, blobs).await?;
+    tracing::info!(http = %app.http_addr(), "converter worker started");
+    app.run_until_stopped(platform::shutdown::on_signal()).await
+}
+
+/// The worker composed with its bus and blob store.
+pub struct Application {
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    handler: Arc<JobHandler>,
+    listener: tokio::net::TcpListener,
+    health: Health,
+}
+
+impl Application {
+    pub async fn build(
+        settings: Settings,
+        bus: Arc<dyn EventBus>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;
+        let health = Health::new(vec![
+            Arc::new(BusReadiness(bus.clone())) as Arc<dyn ReadinessCheck>,
+            Arc::new(platform::blob::BlobReadiness(blobs.clone())),
+        ]);
+        let handler = Arc::new(JobHandler {
+            bus: bus.clone(),
+            blobs,
+            temp_dir: settings.temp_dir.clone(),
+        });
+        Ok(Self {
+            settings,
+            bus,
+            handler,
+            listener,
+            health,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener")
+    }
+
+    /// The subscription this worker consumes.
+    pub fn subscription(settings: &Settings) -> Subscription {
+        Subscription::new(QUEUE, &["job.submitted"])
+            .with_prefetch(settings.concurrency)
+            .with_retry_delays(settings.retry_delays.clone())
+    }
+
+    /// Consumes jobs and serves health until `shutdown`; jobs in flight finish first.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let router = self.health.router();
+        let http = tokio::spawn(platform::health::serve(
+            self.listener,
+            router,
+            shutdown.clone(),
+        ));
+        let subscription = Self::subscription(&self.settings);
+        self.bus
+            .consume(subscription, self.handler, shutdown.clone())
+            .await?;
+        shutdown.cancel();
+        http.await??;
+        Ok(())
+    }
+}
+
+/// Why one attempt at a job did not succeed.
+enum JobError {
+    /// The input cannot be converted: tell the user, never retry.
+    Permanent(String),
+    /// Something on our side: retry later.
+    Transient(String),
+}
+
+impl From<BlobError> for JobError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::NotFound => {
+                JobError::Permanent("the uploaded video no longer exists".into())
+            }
+            BlobError::InvalidId(id) => {
+                JobError::Permanent(format!("the job names an invalid video id {id:?}"))
+            }
+            BlobError::Unavailable(reason) => JobError::Transient(reason),
+        }
+    }
+}
+
+impl From<TranscodeError> for JobError {
+    fn from(e: TranscodeError) -> Self {
+        if e.is_permanent() {
+            JobError::Permanent(e.to_string())
+        } else {
+            JobError::Transient(e.to_string())
+        }
+    }
+}
+
+impl From<std::io::Error> for JobError {
+    fn from(e: std::io::Error) -> Self {
+        JobError::Transient(format!("temporary file: {e}"))
+    }
+}
+
+struct JobHandler {
+    bus: Arc<dyn EventBus>,
+    blobs: Arc<dyn BlobStore>,
+    temp_dir: Option<PathBuf>,
+}
+
+impl JobHandler {
+    fn event(&self, delivery: &Delivered, event: JobEvent) -> Envelope {
+        Envelope::new(delivery.envelope.job_id, SERVICE, event)
+            .with_traceparent(delivery.envelope.traceparent.clone())
+    }
+
+    fn temp_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
+        match &self.temp_dir {
+            Some(dir) => tempfile::NamedTempFile::new_in(dir),
+            None => tempfile::NamedTempFile::new(),
+        }
+    }
+
+    async fn publish(&self, envelope: &Envelope) -> Result<(), JobError> {
+        self.bus
+            .publish(envelope)
+            .await
+            .map_err(|e| JobError::Transient(e.to_string()))
+    }
+
+    /// Publishes ConversionFailed for a job that will not be retried.
+    async fn publish_failure(
+        &self,
+        delivery: &Delivered,
+        job: &JobSubmitted,
+        kind: FailureKind,
+        reason: &str,
+    ) -> Result<(), JobError> {
+        let failed = self.event(
+            delivery,
+            JobEvent::ConversionFailed(ConversionFailed {
+                owner_id: job.owner_id.clone(),
+                owner_email: job.owner_email.clone(),
+                original_filename: job.original_filename.clone(),
+                kind,
+                reason: reason.to_owned(),
+            }),
+        );
+        self.publish(&failed).await
+    }
+
+    /// One attempt at the job.
+    async fn convert(&self, delivery: &Delivered, job: &JobSubmitted) -> Result<(), JobError> {
+        let job_id = delivery.envelope.job_id.to_string();
+        if let Some(existing) = self
+            .blobs
+            .find_by_metadata(Bucket::Mp3s, "job_id", &job_id)
+            .await?
+            && let Some(announced) = success_event_of(delivery, job, &existing)
+        {
+            tracing::info!(%job_id, mp3 = %existing.id, "already converted; re-announcing the same success event");
+            return self.publish(&announced).await;
+        }
+
+        let started = self.event(
+            delivery,
+            JobEvent::ConversionStarted(ConversionStarted {
+                attempt: delivery.attempt,
+            }),
+        );
+        self.publish(&started).await?;
+
+        let clock = Instant::now();
+        let video = self.download_video(&job.video_file_id).await?;
+        let downloaded_in = clock.elapsed();
+        let (output, report) = self.transcode_with_progress(delivery, job, video).await?;
+        let converted_in = clock.elapsed() - downloaded_in;
+
+        // The success event's id is stored with the MP3, so a redelivery re-announces the same
+        // event (deduplicated downstream) instead of converting again.
+        let success_event_id = uuid::Uuid::now_v7();
+        let mut metadata = Metadata::new();
+        metadata.insert("job_id".into(), json!(job_id));
+        metadata.insert("owner_id".into(), json!(job.owner_id));
+        metadata.insert("original_filename".into(), json!(job.original_filename));
+        metadata.insert("duration_seconds".into(), json!(report.duration_seconds));
+        metadata.insert("bitrate_kbps".into(), json!(report.bitrate_kbps));
+        metadata.insert("passthrough".into(), json!(report.passthrough));
+        metadata.insert("content_type".into(), json!("audio/mpeg"));
+        metadata.insert(
+            SUCCESS_EVENT_KEY.into(),
+            json!(success_event_id.to_string()),
+        );
+        let stored = self.upload_mp3(job, output, metadata).await?;
+        let stored_in = clock.elapsed() - downloaded_in - converted_in;
+        tracing::info!(
+            %job_id,
+            mp3 = %stored.id,
+            bytes = stored.length,
+            duration_seconds = report.duration_seconds,
+            download_ms = downloaded_in.as_millis() as u64,
+            convert_ms = converted_in.as_millis() as u64,
+            store_ms = stored_in.as_millis() as u64,
+            "converted"
+        );
+        let announced = success_event_of(delivery, job, &stored)
+            .expect("the stored metadata carries the success event id");
+        self.publish(&announced).await
+    }
+
+    async fn upload_mp3(
+        &self,
+        job: &JobSubmitted,
+        output: tempfile::NamedTempFile,
+        metadata: Metadata,
+    ) -> Result<BlobInfo, JobError> {
+        let filename = format!("{}.mp3", filename_stem(&job.original_filename));
+        let mut upload = self.blobs.create(Bucket::Mp3s, &filename, metadata).await?;
+        let mut file = tokio::fs::File::from_std(output.reopen()?);
+        let mut buffer = vec![0u8; UPLOAD_PIECE];
+        loop {
+            let read = file.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            if let Err(e) = upload.write(&buffer[..read]).await {
+                let _ = upload.abort().await;
+                return Err(e.into());
+            }
+        }
+        Ok(upload.finish().await?)
+    }
+
+    async fn download_video(&self, video_id: &str) -> Result<tempfile::NamedTempFile, JobError> {
+        let spill = self.temp_file()?;
+        let mut file = tokio::fs::File::from_std(spill.reopen()?);
+        let mut stream = self.blobs.read(Bucket::Videos, video_id, None).await?;
+        while let Some(piece) = stream.next().await {
+            file.write_all(&piece?).await?;
+        }
+        file.flush().await?;
+        Ok(spill)
+    }
+
+    /// Transcodes on blocking threads; progress is published at most once a second meanwhile.
+    async fn transcode_with_progress(
+        &self,
+        delivery: &Delivered,
+        job: &JobSubmitted,
+        video: tempfile::NamedTempFile,
+    ) -> Result<(tempfile::NamedTempFile, TranscodeReport), JobError> {
+        let output = self.temp_file()?;
+        let options = TranscodeOptions {
+            quality: job.quality,
+            title: Some(filename_stem(&job.original_filename)),
+        };
+        let (percent_tx, mut percent_rx) = tokio::sync::watch::channel(0u8);
+        let mut writer = output.reopen()?;
+        let input = video.reopen()?;
+        let work = tokio::task::spawn_blocking(move || {
+            let result = transcode(input, &mut writer, &options, &mut |percent| {
+                percent_tx.send_replace(percent);
+            });
+            drop(video);
+            result
+        });
+        tokio::pin!(work);
+        let mut last_sent = 0u8;
+        let mut ticker = tokio::time::interval(PROGRESS_INTERVAL);
+        ticker.tick().await;
+        let result = loop {
+            tokio::select! {
+                result = &mut work => break result,
+                _ = ticker.tick() => {
+                    let percent = *percent_rx.borrow_and_update();
+                    if percent > last_sent && percent < 100 {
+                        last_sent = percent;
+                        let progress = self.event(delivery, JobEvent::ConversionProgress(ConversionProgress { percent }));
+                        if let Err(JobError::Transient(e)) = self.publish(&progress).await {
+                            // Progress is best effort; the outcome event is what matters.
+                            tracing::debug!(error = %e, "progress event not published");
+                        }
+                    }
+                }
+            }
+        };
+        let report = result.map_err(|e| JobError::Transient(format!("transcode task: {e}")))??;
+        Ok((output, report))
+    }
+}
+
+/// The success event announcing `mp3`, rebuilt from its metadata with the event id stored there.
+fn success_event_of(delivery: &Delivered, job: &JobSubmitted, mp3: &BlobInfo) -> Option<Envelope> {
+    let event_id = mp3
+        .metadata
+        .get(SUCCESS_EVENT_KEY)?
+        .as_str()?
+        .parse::<uuid::Uuid>()
+        .ok()?;
+    let number = |key: &str| mp3.metadata.get(key).and_then(|v| v.as_f64());
+    let mut envelope = Envelope::new(
+        delivery.envelope.job_id,
+        SERVICE,
+        JobEvent::ConversionSucceeded(ConversionSucceeded {
+            owner_id: job.owner_id.clone(),
+            owner_email: job.owner_email.clone(),
+            original_filename: job.original_filename.clone(),
+            mp3_file_id: mp3.id.clone(),
+            mp3_size_bytes: mp3.length,
+            duration_seconds: number("duration_seconds").unwrap_or(0.0),
+            bitrate_kbps: number("bitrate_kbps").unwrap_or(0.0) as u32,
+            passthrough: mp3
+                .metadata
+                .get("passthrough")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        }),
+    )
+    .with_traceparent(delivery.envelope.traceparent.clone());
+    envelope.event_id = event_id;
+    Some(envelope)
+}
+
+/// `holiday.mp4` → `holiday`; never empty.
+fn filename_stem(name: &str) -> String {
+    let stem = std::path::Path::new(name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().trim().to_owned())
+        .unwrap_or_default();
+    if stem.is_empty() {
+        "audio".to_owned()
+    } else {
+        stem
+    }
+}
+
+#[async_trait]
+impl EventHandler for JobHandler {
+    async fn handle(&self, delivery: &Delivered) -> Outcome {
+        let JobEvent::JobSubmitted(job) = &delivery.envelope.event else {
+            return Outcome::Done;
+        };
+        let job_id = delivery.envelope.job_id;
+        match self.convert(delivery, job).await {
+            Ok(()) => Outcome::Done,
+            Err(JobError::Permanent(reason)) => {
+                tracing::info!(%job_id, %reason, "job cannot be converted");
+                match self
+                    .publish_failure(delivery, job, FailureKind::Unconvertible, &reason)
+                    .await
+                {
+                    Ok(()) => Outcome::Done,
+                    Err(JobError::Transient(e) | JobError::Permanent(e)) => Outcome::Retry(e),
+                }
+            }
+            Err(JobError::Transient(reason)) => Outcome::Retry(reason),
+        }
+    }
+
+    async fn exhausted(&self, delivery: &Delivered, last_error: &str) {
+        let JobEvent::JobSubmitted(job) = &delivery.envelope.event else {
+            return;
+        };
+        tracing::error!(job_id = %delivery.envelope.job_id, %last_error, "conversion retries exhausted");
+        let reason = "the conversion service could not process the file after several attempts; please try again later";
+        if let Err(JobError::Transient(e) | JobError::Permanent(e)) = self
+            .publish_failure(delivery, job, FailureKind::RetriesExhausted, reason)
+            .await
+        {
+            tracing::error!(error = %e, "could not publish the failure event");
+        }
+    }
 }

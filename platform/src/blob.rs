@@ -134,7 +134,9 @@ impl GridFsStore {
         let mut options = ClientOptions::parse(uri).await?;
         options.server_selection_timeout = Some(Duration::from_secs(5));
         options.connect_timeout = Some(Duration::from_secs(5));
-        options.app_name.get_or_insert_with(|| "mp3-converter".into());
+        options
+            .app_name
+            .get_or_insert_with(|| "mp3-converter".into());
         Ok(Self {
             client: Client::with_options(options)?,
             chunk_size: DEFAULT_CHUNK_SIZE,
@@ -154,11 +156,15 @@ impl GridFsStore {
     }
 
     fn chunks(&self, bucket: Bucket) -> mongodb::Collection<Document> {
-        self.client.database(bucket.database()).collection("fs.chunks")
+        self.client
+            .database(bucket.database())
+            .collection("fs.chunks")
     }
 
     fn files(&self, bucket: Bucket) -> mongodb::Collection<Document> {
-        self.client.database(bucket.database()).collection("fs.files")
+        self.client
+            .database(bucket.database())
+            .collection("fs.files")
     }
 }
 
@@ -305,20 +311,22 @@ impl BlobStore for GridFsStore {
             .sort(doc! {"n": 1})
             .batch_size(4)
             .await?;
-        let stream = cursor.map_err(BlobError::from).and_then(move |chunk| async move {
-            let n = match chunk.get("n") {
-                Some(Bson::Int32(n)) => *n as u64,
-                Some(Bson::Int64(n)) => *n as u64,
-                _ => return Err(BlobError::Unavailable("chunk without index".into())),
-            };
-            let data = chunk
-                .get_binary_generic("data")
-                .map_err(|e| BlobError::Unavailable(e.to_string()))?;
-            let chunk_start = n * chunk_size;
-            let from = start.saturating_sub(chunk_start) as usize;
-            let to = ((end - chunk_start) as usize).min(data.len());
-            Ok(Bytes::copy_from_slice(&data[from.min(to)..to]))
-        });
+        let stream = cursor
+            .map_err(BlobError::from)
+            .and_then(move |chunk| async move {
+                let n = match chunk.get("n") {
+                    Some(Bson::Int32(n)) => *n as u64,
+                    Some(Bson::Int64(n)) => *n as u64,
+                    _ => return Err(BlobError::Unavailable("chunk without index".into())),
+                };
+                let data = chunk
+                    .get_binary_generic("data")
+                    .map_err(|e| BlobError::Unavailable(e.to_string()))?;
+                let chunk_start = n * chunk_size;
+                let from = start.saturating_sub(chunk_start) as usize;
+                let to = ((end - chunk_start) as usize).min(data.len());
+                Ok(Bytes::copy_from_slice(&data[from.min(to)..to]))
+            });
         Ok(stream.boxed())
     }
 
@@ -326,7 +334,9 @@ impl BlobStore for GridFsStore {
         let oid = parse_id(id)?;
         // Chunks first: a crash in between leaves a file entry that a retried delete removes,
         // never chunks without a file.
-        self.chunks(bucket).delete_many(doc! {"files_id": oid}).await?;
+        self.chunks(bucket)
+            .delete_many(doc! {"files_id": oid})
+            .await?;
         let removed = self.files(bucket).delete_one(doc! {"_id": oid}).await?;
         Ok(removed.deleted_count > 0)
     }

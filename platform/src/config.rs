@@ -75,7 +75,11 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         "m" => number * 60.0,
         "h" => number * 3600.0,
         "d" => number * 86400.0,
-        other => return Err(format!("unknown duration unit {other:?} (use ms, s, m, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} (use ms, s, m, h or d)"
+            ));
+        }
     };
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(format!("duration out of range: {text:?}"));
@@ -91,6 +95,22 @@ pub fn duration_or(
     match raw(name) {
         None => Ok(default),
         Some(value) => parse_duration(&value).map_err(|e| ConfigError::new(name, &value, e)),
+    }
+}
+
+/// A comma-separated list of durations (e.g. `1s,5s,30s,2m`) with a default.
+pub fn duration_list_or(
+    name: &str,
+    default: &[std::time::Duration],
+) -> Result<Vec<std::time::Duration>, ConfigError> {
+    match raw(name) {
+        None => Ok(default.to_vec()),
+        Some(value) => value
+            .split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(parse_duration)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConfigError::new(name, &value, e)),
     }
 }
 
@@ -120,7 +140,10 @@ mod tests {
         unsafe { std::env::set_var("PLATFORM_TEST_ADDR", "nope") };
         let err = optional::<SocketAddr>("PLATFORM_TEST_ADDR").unwrap_err();
         let line = err.to_string();
-        assert!(line.starts_with("invalid value for PLATFORM_TEST_ADDR (\"nope\")"), "{line}");
+        assert!(
+            line.starts_with("invalid value for PLATFORM_TEST_ADDR (\"nope\")"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
     }
 
@@ -136,7 +159,10 @@ mod tests {
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
         assert_eq!(parse_duration("24h").unwrap(), Duration::from_secs(86400));
-        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(7 * 86400));
+        assert_eq!(
+            parse_duration("7d").unwrap(),
+            Duration::from_secs(7 * 86400)
+        );
         assert!(parse_duration("7 weeks").is_err());
         assert!(parse_duration("soon").is_err());
     }

@@ -276,8 +276,14 @@ impl RabbitBus {
                 async move {
                     match delivery {
                         Ok(delivery) => {
-                            process(delivery, queue, subscription, handler.as_ref(), &retry_channel)
-                                .await
+                            process(
+                                delivery,
+                                queue,
+                                subscription,
+                                handler.as_ref(),
+                                &retry_channel,
+                            )
+                            .await
                         }
                         Err(e) => {
                             *broken.lock().expect("not poisoned") = Some(e.to_string());
@@ -354,7 +360,10 @@ fn header_u32(delivery: &Delivery, name: &str) -> Option<u32> {
 
 fn properties_for(envelope: &Envelope, attempt: u32) -> BasicProperties {
     let mut headers = FieldTable::default();
-    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt.into()));
+    headers.insert(
+        ATTEMPT_HEADER.into(),
+        AMQPValue::LongLongInt(attempt.into()),
+    );
     if let Some(traceparent) = &envelope.traceparent {
         headers.insert(
             TRACEPARENT_HEADER.into(),
@@ -389,7 +398,9 @@ async fn publish_confirmed(
         .map_err(unavailable)?;
     match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
         Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
-        Ok(Ok(_)) => Err(BusError::NotConfirmed("the broker refused the message".into())),
+        Ok(Ok(_)) => Err(BusError::NotConfirmed(
+            "the broker refused the message".into(),
+        )),
         Ok(Err(e)) => Err(BusError::NotConfirmed(e.to_string())),
         Err(_) => Err(BusError::NotConfirmed("no confirmation in time".into())),
     }
@@ -430,8 +441,14 @@ async fn process(
                 Some(delay) => {
                     let retry_queue = retry_queue_name(queue, delay);
                     let properties = properties_for(&delivered.envelope, attempt + 1);
-                    match publish_confirmed(retry_channel, "", &retry_queue, &delivery.data, properties)
-                        .await
+                    match publish_confirmed(
+                        retry_channel,
+                        "",
+                        &retry_queue,
+                        &delivery.data,
+                        properties,
+                    )
+                    .await
                     {
                         Ok(()) => {
                             tracing::warn!(

@@ -6,8 +6,9 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Installs the global subscriber for `service`. Safe to call more than once (later calls are no-ops).
 pub fn init(service: &'static str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,lapin=warn,mongodb=warn,sqlx=warn,h2=warn,tower=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,lapin=warn,mongodb=warn,sqlx=warn,h2=warn,tower=warn")
+    });
     let format = std::env::var("LOG_FORMAT").unwrap_or_else(|_| {
         if std::io::stderr().is_terminal() {
             "pretty".into()

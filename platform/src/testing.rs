@@ -68,7 +68,10 @@ pub fn free_port() -> u16 {
 pub async fn wait_for_port(port: u16, what: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -184,14 +187,21 @@ pub fn mails_matching(dir: &Path, matches: impl Fn(&str) -> bool) -> Vec<String>
 }
 
 /// Waits until a message satisfying `matches` arrives in `dir`, and returns it.
-pub async fn wait_for_mail(dir: &Path, matches: impl Fn(&str) -> bool, timeout: Duration) -> String {
+pub async fn wait_for_mail(
+    dir: &Path,
+    matches: impl Fn(&str) -> bool,
+    timeout: Duration,
+) -> String {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(mail) = mails_matching(dir, &matches).into_iter().next() {
             return mail;
         }
         if Instant::now() > deadline {
-            panic!("no matching mail arrived in {} within {timeout:?}", dir.display());
+            panic!(
+                "no matching mail arrived in {} within {timeout:?}",
+                dir.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -7,7 +7,9 @@ use platform::testing::required_env;
 use serde_json::json;
 
 async fn store() -> GridFsStore {
-    GridFsStore::new(&required_env("MONGODB_URI")).await.expect("MongoDB URI parses")
+    GridFsStore::new(&required_env("MONGODB_URI"))
+        .await
+        .expect("MongoDB URI parses")
 }
 
 /// Deterministic pseudo-random bytes, so content errors cannot hide behind repetition.
@@ -36,7 +38,10 @@ async fn a_multi_megabyte_file_round_trips_in_chunks() {
     let job = uuid::Uuid::now_v7().to_string();
     let mut metadata = Metadata::new();
     metadata.insert("job_id".into(), json!(job));
-    let mut upload = store.create(Bucket::Videos, "clip.mp4", metadata).await.unwrap();
+    let mut upload = store
+        .create(Bucket::Videos, "clip.mp4", metadata)
+        .await
+        .unwrap();
     for piece in data.chunks(64 * 1024 + 7) {
         upload.write(piece).await.unwrap();
     }
@@ -48,17 +53,36 @@ async fn a_multi_megabyte_file_round_trips_in_chunks() {
     assert_eq!(stored.length, data.len() as u64);
     assert_eq!(stored.filename, "clip.mp4");
     assert_eq!(stored.metadata["job_id"], json!(job));
-    let found = store.find_by_metadata(Bucket::Videos, "job_id", &job).await.unwrap().unwrap();
+    let found = store
+        .find_by_metadata(Bucket::Videos, "job_id", &job)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.id, info.id);
 
     // Ranges inside one chunk, across chunk boundaries and up to the end.
-    for (start, end) in [(0, 10), (1_048_570, 1_048_600), (5_000_000, 7_654_321), (data.len() as u64 - 5, data.len() as u64)] {
+    for (start, end) in [
+        (0, 10),
+        (1_048_570, 1_048_600),
+        (5_000_000, 7_654_321),
+        (data.len() as u64 - 5, data.len() as u64),
+    ] {
         let got = read_all(&store, &info.id, Some((start, end))).await;
-        assert_eq!(got, data[start as usize..end as usize], "range {start}..{end}");
+        assert_eq!(
+            got,
+            data[start as usize..end as usize],
+            "range {start}..{end}"
+        );
     }
 
     assert!(store.delete(Bucket::Videos, &info.id).await.unwrap());
-    assert!(store.info(Bucket::Videos, &info.id).await.unwrap().is_none());
+    assert!(
+        store
+            .info(Bucket::Videos, &info.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert!(!store.delete(Bucket::Videos, &info.id).await.unwrap());
     let chunks = store
         .client()
@@ -73,7 +97,10 @@ async fn a_multi_megabyte_file_round_trips_in_chunks() {
 #[tokio::test]
 async fn an_aborted_upload_leaves_nothing_behind() {
     let store = store().await;
-    let mut upload = store.create(Bucket::Videos, "big.mp4", Metadata::new()).await.unwrap();
+    let mut upload = store
+        .create(Bucket::Videos, "big.mp4", Metadata::new())
+        .await
+        .unwrap();
     let id = upload.id().to_owned();
     upload.write(&content(3 * 1024 * 1024)).await.unwrap();
     upload.abort().await.unwrap();
@@ -82,7 +109,9 @@ async fn an_aborted_upload_leaves_nothing_behind() {
         .client()
         .database("videos")
         .collection::<mongodb::bson::Document>("fs.chunks")
-        .count_documents(mongodb::bson::doc! {"files_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()})
+        .count_documents(
+            mongodb::bson::doc! {"files_id": mongodb::bson::oid::ObjectId::parse_str(&id).unwrap()},
+        )
         .await
         .unwrap();
     assert_eq!(chunks, 0);
@@ -91,9 +120,15 @@ async fn an_aborted_upload_leaves_nothing_behind() {
 #[tokio::test]
 async fn bad_and_unknown_ids_are_told_apart() {
     let store = store().await;
-    assert!(matches!(store.info(Bucket::Mp3s, "../etc/passwd").await, Err(BlobError::InvalidId(_))));
+    assert!(matches!(
+        store.info(Bucket::Mp3s, "../etc/passwd").await,
+        Err(BlobError::InvalidId(_))
+    ));
     let unknown = mongodb::bson::oid::ObjectId::new().to_hex();
     assert!(store.info(Bucket::Mp3s, &unknown).await.unwrap().is_none());
-    assert!(matches!(store.read(Bucket::Mp3s, &unknown, None).await, Err(BlobError::NotFound)));
+    assert!(matches!(
+        store.read(Bucket::Mp3s, &unknown, None).await,
+        Err(BlobError::NotFound)
+    ));
     store.check().await.expect("MongoDB answers ping");
 }

@@ -6,8 +6,8 @@ use lapin::options::BasicGetOptions;
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{isolated_topology, required_env};
-use proto::events::{ConversionProgress, JobEvent};
 use proto::Envelope;
+use proto::events::{ConversionProgress, JobEvent};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -35,7 +35,10 @@ impl EventHandler for Recorder {
     }
 
     async fn exhausted(&self, delivery: &Delivered, _last_error: &str) {
-        self.exhausted.lock().unwrap().push(delivery.envelope.event_id);
+        self.exhausted
+            .lock()
+            .unwrap()
+            .push(delivery.envelope.event_id);
     }
 }
 
@@ -53,7 +56,10 @@ fn progress_event() -> Envelope {
 async fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -76,7 +82,9 @@ fn start(
 async fn declare(bus: &RabbitBus, subscription: &Subscription) {
     let connection = bus.open_connection().await.expect("RabbitMQ at AMQP_URL");
     let channel = connection.create_channel().await.unwrap();
-    bus.declare_subscription(&channel, subscription).await.unwrap();
+    bus.declare_subscription(&channel, subscription)
+        .await
+        .unwrap();
     connection.close(200, "done".into()).await.unwrap();
 }
 
@@ -88,9 +96,16 @@ async fn a_published_event_is_consumed_once_and_acknowledged() {
     let event = progress_event();
     bus.publish(&event).await.expect("confirmed publish");
 
-    let handler = Arc::new(Recorder { failures: 0, seen: Mutex::default(), exhausted: Mutex::default() });
+    let handler = Arc::new(Recorder {
+        failures: 0,
+        seen: Mutex::default(),
+        exhausted: Mutex::default(),
+    });
     let (shutdown, task) = start(&bus, subscription.clone(), handler.clone());
-    wait_until("the delivery", Duration::from_secs(10), || !handler.seen.lock().unwrap().is_empty()).await;
+    wait_until("the delivery", Duration::from_secs(10), || {
+        !handler.seen.lock().unwrap().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
     task.await.unwrap();
@@ -116,12 +131,25 @@ async fn a_transient_failure_is_redelivered_after_the_retry_delay() {
     let event = progress_event();
     bus.publish(&event).await.unwrap();
 
-    let handler = Arc::new(Recorder { failures: 2, seen: Mutex::default(), exhausted: Mutex::default() });
+    let handler = Arc::new(Recorder {
+        failures: 2,
+        seen: Mutex::default(),
+        exhausted: Mutex::default(),
+    });
     let (shutdown, task) = start(&bus, subscription, handler.clone());
-    wait_until("three attempts", Duration::from_secs(15), || handler.seen.lock().unwrap().len() >= 3).await;
+    wait_until("three attempts", Duration::from_secs(15), || {
+        handler.seen.lock().unwrap().len() >= 3
+    })
+    .await;
     shutdown.cancel();
     task.await.unwrap();
-    let attempts: Vec<u32> = handler.seen.lock().unwrap().iter().map(|(_, a)| *a).collect();
+    let attempts: Vec<u32> = handler
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, a)| *a)
+        .collect();
     assert_eq!(attempts, vec![1, 2, 3]);
     assert!(handler.exhausted.lock().unwrap().is_empty());
 }
@@ -129,24 +157,38 @@ async fn a_transient_failure_is_redelivered_after_the_retry_delay() {
 #[tokio::test]
 async fn a_delivery_that_exhausts_its_retries_is_dead_lettered() {
     let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
-    let subscription =
-        Subscription::new("svc", &["conversion.progress"]).with_retry_delays(vec![Duration::from_millis(200)]);
+    let subscription = Subscription::new("svc", &["conversion.progress"])
+        .with_retry_delays(vec![Duration::from_millis(200)]);
     declare(&bus, &subscription).await;
     let event = progress_event();
     bus.publish(&event).await.unwrap();
 
-    let handler = Arc::new(Recorder { failures: u32::MAX, seen: Mutex::default(), exhausted: Mutex::default() });
+    let handler = Arc::new(Recorder {
+        failures: u32::MAX,
+        seen: Mutex::default(),
+        exhausted: Mutex::default(),
+    });
     let (shutdown, task) = start(&bus, subscription, handler.clone());
-    wait_until("exhaustion", Duration::from_secs(15), || !handler.exhausted.lock().unwrap().is_empty()).await;
+    wait_until("exhaustion", Duration::from_secs(15), || {
+        !handler.exhausted.lock().unwrap().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     shutdown.cancel();
     task.await.unwrap();
-    assert_eq!(handler.seen.lock().unwrap().len(), 2, "first attempt and one retry");
+    assert_eq!(
+        handler.seen.lock().unwrap().len(),
+        2,
+        "first attempt and one retry"
+    );
 
     let connection = bus.open_connection().await.unwrap();
     let channel = connection.create_channel().await.unwrap();
     let dead = channel
-        .basic_get(bus.topology().dead_letter_queue.as_str().into(), BasicGetOptions::default())
+        .basic_get(
+            bus.topology().dead_letter_queue.as_str().into(),
+            BasicGetOptions::default(),
+        )
         .await
         .unwrap()
         .expect("the event is in the dead-letter queue");
@@ -173,7 +215,11 @@ async fn an_undecodable_message_goes_straight_to_the_dead_letter_queue() {
         .await
         .unwrap();
 
-    let handler = Arc::new(Recorder { failures: 0, seen: Mutex::default(), exhausted: Mutex::default() });
+    let handler = Arc::new(Recorder {
+        failures: 0,
+        seen: Mutex::default(),
+        exhausted: Mutex::default(),
+    });
     let (shutdown, task) = start(&bus, subscription, handler.clone());
     let queue = bus.topology().dead_letter_queue.clone();
     let mut dead = None;
@@ -190,7 +236,10 @@ async fn an_undecodable_message_goes_straight_to_the_dead_letter_queue() {
     shutdown.cancel();
     task.await.unwrap();
     assert_eq!(dead.expect("dead-lettered").delivery.data, b"{not json");
-    assert!(handler.seen.lock().unwrap().is_empty(), "the handler never saw it");
+    assert!(
+        handler.seen.lock().unwrap().is_empty(),
+        "the handler never saw it"
+    );
 }
 
 #[tokio::test]
