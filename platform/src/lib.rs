@@ -8,6 +8,8 @@ pub mod blob;
 pub mod bus;
 pub mod config;
 pub mod health;
+pub mod local_blob;
+pub mod local_bus;
 pub mod rabbit;
 pub mod retry;
 pub mod shutdown;
