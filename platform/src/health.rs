@@ -1,4 +1,5 @@
-//! `/healthz` (the process is alive) and `/readyz` (its dependencies answer) for every service.
+//! `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`
+//! (Prometheus) for every service.
 
 use async_trait::async_trait;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -59,6 +60,7 @@ impl Health {
         Router::new()
             .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
             .route("/readyz", get(readyz))
+            .route("/metrics", get(|| async { crate::metrics::render() }))
             .with_state(self)
     }
 }

@@ -10,11 +10,13 @@ pub mod config;
 pub mod health;
 pub mod local_blob;
 pub mod local_bus;
+pub mod metrics;
 pub mod rabbit;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod trace;
 
 pub use config::ConfigError;

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// One delivery waiting in a queue.
 struct Message {
@@ -82,6 +83,7 @@ impl InProcessBus {
 #[async_trait]
 impl EventBus for InProcessBus {
     async fn publish(&self, event: &Envelope) -> Result<(), BusError> {
+        metrics::counter!("events_published_total", "event_type" => event.event_type(), "outcome" => "ok").increment(1);
         let queues = self.queues.lock().expect("not poisoned");
         for queue in queues.values() {
             if queue
@@ -137,13 +139,17 @@ impl EventBus for InProcessBus {
             let sender = sender.clone();
             let delays = subscription.retry_delays.clone();
             let dead_letters = self.dead_letters.clone();
+            let queue_name = subscription.queue.clone();
             in_flight.spawn(async move {
                 let delivered = Delivered {
                     envelope: message.envelope,
                     attempt: message.attempt,
                     redelivered: message.attempt > 1,
                 };
-                let outcome = handler.handle(&delivered).await;
+                let span = crate::trace::event_span(&delivered.envelope, &queue_name);
+                let outcome = handler.handle(&delivered).instrument(span).await;
+                let label = if outcome == Outcome::Done { "done" } else { "retry" };
+                metrics::counter!("events_consumed_total", "queue" => queue_name.clone(), "event_type" => delivered.envelope.event_type(), "outcome" => label).increment(1);
                 drop(permit);
                 if let Outcome::Retry(reason) = outcome {
                     match delays.get(delivered.attempt as usize - 1).copied() {
@@ -160,6 +166,7 @@ impl EventBus for InProcessBus {
                         None => {
                             tracing::error!(job_id = %delivered.envelope.job_id, %reason, "retries exhausted; dead-lettering");
                             handler.exhausted(&delivered, &reason).await;
+                            metrics::counter!("events_dead_lettered_total", "queue" => queue_name).increment(1);
                             dead_letters.lock().expect("not poisoned").push(delivered.envelope);
                         }
                     }

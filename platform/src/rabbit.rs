@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 pub const EVENTS_EXCHANGE: &str = "jobs.events";
 pub const DEAD_LETTER_EXCHANGE: &str = "jobs.dead-letter";
@@ -418,6 +419,8 @@ async fn process(
         Err(e) => {
             // Unreadable now means unreadable forever: straight to the dead-letter queue.
             tracing::error!(%queue, error = %e, "undecodable message dead-lettered");
+            metrics::counter!("events_dead_lettered_total", "queue" => queue.to_owned())
+                .increment(1);
             nack(&delivery, false).await;
             return;
         }
@@ -428,7 +431,15 @@ async fn process(
         attempt,
         redelivered: delivery.redelivered,
     };
-    match handler.handle(&delivered).await {
+    let span = crate::trace::event_span(&delivered.envelope, queue);
+    let event_type = delivered.envelope.event_type();
+    let outcome = handler.handle(&delivered).instrument(span).await;
+    let outcome_label = match &outcome {
+        Outcome::Done => "done",
+        Outcome::Retry(_) => "retry",
+    };
+    metrics::counter!("events_consumed_total", "queue" => queue.to_owned(), "event_type" => event_type, "outcome" => outcome_label).increment(1);
+    match outcome {
         Outcome::Done => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 // The broker will redeliver; handlers are idempotent.
@@ -451,6 +462,8 @@ async fn process(
                     .await
                     {
                         Ok(()) => {
+                            metrics::counter!("event_retries_total", "queue" => queue.to_owned())
+                                .increment(1);
                             tracing::warn!(
                                 job_id = %delivered.envelope.job_id, attempt, ?delay, %reason,
                                 "transient failure; retry scheduled"
@@ -470,6 +483,8 @@ async fn process(
                         "retries exhausted; dead-lettering"
                     );
                     handler.exhausted(&delivered, &reason).await;
+                    metrics::counter!("events_dead_lettered_total", "queue" => queue.to_owned())
+                        .increment(1);
                     nack(&delivery, false).await;
                 }
             }
@@ -503,6 +518,8 @@ impl EventBus for RabbitBus {
                 properties_for(event, 1),
             )
             .await;
+            let outcome = if result.is_ok() { "ok" } else { "error" };
+            metrics::counter!("events_published_total", "event_type" => event.event_type(), "outcome" => outcome).increment(1);
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) if attempt == 1 => {
