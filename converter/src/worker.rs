@@ -7,6 +7,9 @@
 //! temp file, publish ConversionSucceeded, then ack. Input problems end the job with
 //! ConversionFailed and a reason; transient problems go back through the bus's retry queues.
 //!
+//! Metrics: `jobs_total` [outcome], `conversion_duration_seconds`, `conversion_speed_ratio`
+//! (seconds of audio per second of work).
+//!
 //! Redelivery is safe: the MP3's metadata holds the success event, so a job that was already
 //! converted republishes that same event (same event id, deduplicated downstream) instead of
 //! converting again.
@@ -264,6 +267,11 @@ impl JobHandler {
             store_ms = stored_in.as_millis() as u64,
             "converted"
         );
+        metrics::histogram!("conversion_duration_seconds").record(converted_in.as_secs_f64());
+        if converted_in.as_secs_f64() > 0.0 {
+            metrics::histogram!("conversion_speed_ratio")
+                .record(report.duration_seconds / converted_in.as_secs_f64());
+        }
         let announced = success_event_of(delivery, job, &stored)
             .expect("the stored metadata carries the success event id");
         self.publish(&announced).await
@@ -403,8 +411,12 @@ impl EventHandler for JobHandler {
         };
         let job_id = delivery.envelope.job_id;
         match self.convert(delivery, job).await {
-            Ok(()) => Outcome::Done,
+            Ok(()) => {
+                metrics::counter!("jobs_total", "outcome" => "succeeded").increment(1);
+                Outcome::Done
+            }
             Err(JobError::Permanent(reason)) => {
+                metrics::counter!("jobs_total", "outcome" => "failed").increment(1);
                 tracing::info!(%job_id, %reason, "job cannot be converted");
                 match self
                     .publish_failure(delivery, job, FailureKind::Unconvertible, &reason)
@@ -423,6 +435,7 @@ impl EventHandler for JobHandler {
             return;
         };
         tracing::error!(job_id = %delivery.envelope.job_id, %last_error, "conversion retries exhausted");
+        metrics::counter!("jobs_total", "outcome" => "retries_exhausted").increment(1);
         let reason = "the conversion service could not process the file after several attempts; please try again later";
         if let Err(JobError::Transient(e) | JobError::Permanent(e)) = self
             .publish_failure(delivery, job, FailureKind::RetriesExhausted, reason)
