@@ -1,0 +1,19 @@
+//! The notification service: emails each job's owner once when the conversion succeeded or
+//! failed, and publishes `notification.sent` / `notification.failed`.
+//!
+//! - [`configuration`]: settings from the environment;
+//! - [`mail`]: the wording of the mails (pure);
+//! - [`mailer`]: the mail-sending seam and SMTP;
+//! - [`sent_log`]: the exactly-once record, and MongoDB;
+//! - [`notifier`]: the event handler tying them together;
+//! - [`startup`]: composition, health endpoints and the run loop.
+
+pub mod configuration;
+pub mod mail;
+pub mod mailer;
+pub mod notifier;
+pub mod sent_log;
+pub mod startup;
+
+pub use configuration::Settings;
+pub use startup::{Application, Backends};
