@@ -1,0 +1,84 @@
+//! The `auth` binary: `auth` (or `auth serve`) runs the service; `auth create-user EMAIL` adds an
+//! account, reading its password from standard input.
+
+use auth::{Application, Settings};
+use clap::{Parser, Subcommand};
+use secrecy::SecretString;
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "auth",
+    version,
+    about = "Accounts and tokens of the MP3 converter"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve,
+    /// Create an account. The password is read from standard input (one line), so it stays out
+    /// of the shell history and the process list: `auth create-user a@example.com < password.txt`.
+    CreateUser { email: String },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    platform::telemetry::init("auth");
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::CreateUser { email } => create_user(settings, &email).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("auth: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = platform::shutdown::on_signal();
+    // Waiting for the database can take a while; a signal meanwhile ends the process cleanly.
+    let application = tokio::select! {
+        application = Application::build(settings) => application?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    application.run_until_stopped(shutdown).await
+}
+
+async fn create_user(settings: Settings, email: &str) -> anyhow::Result<()> {
+    let password = read_password()?;
+    let user = auth::operators::create_user(&settings, email, password).await?;
+    println!("created user {} ({})", user.id, user.email);
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<SecretString> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (input is echoed): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    if stdin.lock().read_line(&mut line)? == 0 {
+        anyhow::bail!("no password on standard input");
+    }
+    let password = line.trim_end_matches(['\n', '\r']).to_owned();
+    line.clear();
+    Ok(SecretString::from(password))
+}

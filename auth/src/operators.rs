@@ -1,0 +1,23 @@
+//! Tasks operators run from the command line (`auth create-user EMAIL`).
+
+use crate::configuration::Settings;
+use crate::error::AuthError;
+use crate::startup::Core;
+use crate::store::User;
+use secrecy::SecretString;
+use std::time::Duration;
+
+/// Creates an account in the configured database. Unlike the service, gives up after a few
+/// connection attempts: an operator is waiting.
+pub async fn create_user(
+    settings: &Settings,
+    email: &str,
+    password: SecretString,
+) -> Result<User, AuthError> {
+    let core = Core::assemble(
+        settings,
+        platform::retry::bounded(Duration::from_millis(500), 4),
+    )
+    .await?;
+    core.accounts.register(email, password).await
+}
