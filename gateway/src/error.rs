@@ -1,0 +1,250 @@
+//! The one error type of the HTTP edge: every failure becomes JSON `{error, message}` with the
+//! right status. Internal details are logged here and never sent to the client.
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed (bad multipart, bad id, bad query string, ...).
+    #[error("{0}")]
+    BadRequest(String),
+    /// No usable bearer token: missing, malformed, expired or badly signed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// HTTP Basic credentials were missing or refused.
+    #[error("{0}")]
+    InvalidCredentials(String),
+    /// Unknown resource, or one the caller does not own (indistinguishable on purpose).
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the file is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A Range that no byte of the file satisfies.
+    #[error("the requested range is outside the file of {length} bytes")]
+    RangeNotSatisfiable { length: u64 },
+    /// Well-formed but invalid input (bad email, bad quality, ...).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("{message}")]
+    RateLimited {
+        retry_after: Duration,
+        message: String,
+    },
+    /// A dependency is down: the client may retry later. `detail` is logged, not sent.
+    #[error("the {dependency} is unavailable, try again later")]
+    Unavailable {
+        dependency: &'static str,
+        detail: String,
+    },
+    /// A bug or an unexpected failure: logged, answered with a generic message.
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn unavailable(dependency: &'static str, detail: impl std::fmt::Display) -> Self {
+        ApiError::Unavailable {
+            dependency,
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) | ApiError::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code sent as `error`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::InvalidCredentials(_) => "invalid_credentials",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::Unprocessable(_) => "unprocessable_entity",
+            ApiError::RateLimited { .. } => "too_many_requests",
+            ApiError::Unavailable { .. } => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Internal(error) => {
+                tracing::error!(error = format!("{error:#}"), "request failed");
+            }
+            ApiError::Unavailable { dependency, detail } => {
+                tracing::warn!(dependency, %detail, "dependency unavailable");
+            }
+            _ => {}
+        }
+        let status = self.status();
+        let body = Json(json!({"error": self.code(), "message": self.to_string()}));
+        let mut response = (status, body).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::Unauthorized(reason) => {
+                let challenge = format!(
+                    "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                    reason.replace(['"', '\\'], "'")
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(header::WWW_AUTHENTICATE, value);
+                }
+            }
+            ApiError::InvalidCredentials(_) => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"mp3converter\", charset=\"UTF-8\""),
+                );
+            }
+            ApiError::RateLimited { retry_after, .. } => {
+                // Round up: "Retry-After: 0" would invite an immediate retry.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            ApiError::RangeNotSatisfiable { length } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::Unprocessable(e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+                "expected a JSON body with Content-Type: application/json".into(),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::BadRequest("the request body is too large".into())
+            }
+            other => ApiError::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::BadRequest(rejection.body_text())
+    }
+}
+
+/// Answer for unknown routes, in the same JSON shape as every other error.
+pub async fn route_not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}
+
+/// Answer for a known route called with the wrong method.
+pub async fn method_not_allowed() -> Response {
+    let body = Json(json!({
+        "error": "method_not_allowed",
+        "message": "this route does not accept that method",
+    }));
+    (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::to_bytes;
+
+    async fn body_of(error: ApiError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let response = error.into_response();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn internal_errors_never_leak_their_cause() {
+        let (status, _, body) = body_of(ApiError::Internal(anyhow::anyhow!(
+            "password=hunter2 in query"
+        )))
+        .await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(body["error"], "internal_error");
+        assert!(!body.to_string().contains("hunter2"));
+    }
+
+    #[tokio::test]
+    async fn unavailable_dependencies_hide_the_detail() {
+        let (status, _, body) = body_of(ApiError::unavailable(
+            "authentication service",
+            "tcp connect 10.0.0.3",
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!body["message"].as_str().unwrap().contains("10.0.0.3"));
+    }
+
+    #[tokio::test]
+    async fn rate_limits_carry_retry_after_rounded_up() {
+        let (status, headers, body) = body_of(ApiError::RateLimited {
+            retry_after: Duration::from_millis(1500),
+            message: "too many attempts".into(),
+        })
+        .await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(headers[header::RETRY_AFTER], "2");
+        assert_eq!(body["error"], "too_many_requests");
+    }
+
+    #[tokio::test]
+    async fn unsatisfiable_ranges_name_the_length() {
+        let (status, headers, _) = body_of(ApiError::RangeNotSatisfiable { length: 42 }).await;
+        assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+        assert_eq!(headers[header::CONTENT_RANGE], "bytes */42");
+    }
+
+    #[tokio::test]
+    async fn token_problems_challenge_for_a_bearer_token() {
+        let (status, headers, body) = body_of(ApiError::Unauthorized("token expired".into())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .starts_with("Bearer")
+        );
+        assert_eq!(body["message"], "token expired");
+    }
+}

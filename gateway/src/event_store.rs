@@ -1,0 +1,230 @@
+//! The event store: every job event, kept once per event id; a job's state is their fold.
+//!
+//! [`MongoEventStore`] keeps them in MongoDB (database `jobs`, collection `events`), one document
+//! per event with `_id` = event id, so appending twice is a no-op and neither duplicated nor
+//! out-of-order deliveries can corrupt a job (the fold in [`proto::job`] is order-insensitive).
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use mongodb::bson::{self, Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::IndexOptions;
+use mongodb::{Collection, IndexModel};
+use proto::{Envelope, JobEvent, JobState};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt stored event {id}: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+impl From<mongodb::error::Error> for StoreError {
+    fn from(e: mongodb::error::Error) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}
+
+/// One page of an owner's jobs, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobPage {
+    pub limit: u32,
+    /// Only jobs submitted before this one (job ids are UUIDv7, ordered by creation time).
+    pub before: Option<Uuid>,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores `event`; `Ok(false)` when an event with its id was already stored.
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
+
+    /// Every stored event of `job_id`, in `(occurred_at, event_id)` order.
+    async fn events_of_job(&self, job_id: Uuid) -> Result<Vec<Envelope>, StoreError>;
+
+    /// Ids of the jobs `owner_id` submitted, newest first.
+    async fn jobs_of_owner(&self, owner_id: &str, page: JobPage) -> Result<Vec<Uuid>, StoreError>;
+
+    /// The events of several jobs at once (for listings).
+    async fn events_of_jobs(&self, job_ids: &[Uuid]) -> Result<Vec<Envelope>, StoreError> {
+        let mut all = Vec::new();
+        for job_id in job_ids {
+            all.extend(self.events_of_job(*job_id).await?);
+        }
+        Ok(all)
+    }
+
+    /// Readiness: `Ok` when the store answers.
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// The job's current state, `None` when no event of it is stored.
+    async fn job_state(&self, job_id: Uuid) -> Result<Option<JobState>, StoreError> {
+        let events = self.events_of_job(job_id).await?;
+        Ok(JobState::fold(job_id, &events))
+    }
+}
+
+/// The owner named by an event, for the owner index (progress events name none).
+pub fn owner_of(event: &JobEvent) -> Option<&str> {
+    match event {
+        JobEvent::JobSubmitted(e) => Some(&e.owner_id),
+        JobEvent::ConversionSucceeded(e) => Some(&e.owner_id),
+        JobEvent::ConversionFailed(e) => Some(&e.owner_id),
+        JobEvent::JobDeleted(e) => Some(&e.owner_id),
+        JobEvent::JobExpired(e) => Some(&e.owner_id),
+        JobEvent::ConversionStarted(_)
+        | JobEvent::ConversionProgress(_)
+        | JobEvent::NotificationSent(_)
+        | JobEvent::NotificationFailed(_) => None,
+    }
+}
+
+/// True when MongoDB refused a write because the `_id` (or another unique key) already exists.
+pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    const DUPLICATE_KEY: i32 = 11000;
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
+        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
+        _ => false,
+    }
+}
+
+#[derive(Clone)]
+pub struct MongoEventStore {
+    events: Collection<Document>,
+}
+
+impl MongoEventStore {
+    pub fn new(client: &mongodb::Client, database: &str) -> Self {
+        Self {
+            events: client.database(database).collection("events"),
+        }
+    }
+
+    /// Creates the indexes listings and folds use (idempotent).
+    pub async fn ensure_indexes(&self) -> Result<(), StoreError> {
+        self.events
+            .create_indexes([
+                IndexModel::builder()
+                    .keys(doc! {"job_id": 1, "occurred_at": 1})
+                    .options(IndexOptions::builder().name("by_job".to_owned()).build())
+                    .build(),
+                IndexModel::builder()
+                    .keys(doc! {"owner_id": 1, "event_type": 1, "job_id": -1})
+                    .options(IndexOptions::builder().name("by_owner".to_owned()).build())
+                    .build(),
+            ])
+            .await?;
+        Ok(())
+    }
+
+    fn decode(document: &Document) -> Result<Envelope, StoreError> {
+        let id = document.get_str("_id").unwrap_or("?").to_owned();
+        let json = document
+            .get_str("envelope")
+            .map_err(|e| StoreError::Corrupt {
+                id: id.clone(),
+                reason: e.to_string(),
+            })?;
+        Envelope::from_json(json.as_bytes()).map_err(|e| StoreError::Corrupt {
+            id,
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[async_trait]
+impl EventStore for MongoEventStore {
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
+        let json = String::from_utf8(event.to_json()).expect("JSON is UTF-8");
+        let mut document = doc! {
+            "_id": event.event_id.to_string(),
+            "job_id": event.job_id.to_string(),
+            "event_type": event.event_type(),
+            "occurred_at": bson::DateTime::from_millis(event.occurred_at.timestamp_millis()),
+            "envelope": json,
+        };
+        if let Some(owner) = owner_of(&event.event) {
+            document.insert("owner_id", owner);
+        }
+        match self.events.insert_one(document).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_duplicate_key(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn events_of_job(&self, job_id: Uuid) -> Result<Vec<Envelope>, StoreError> {
+        self.events_of_jobs(&[job_id]).await
+    }
+
+    async fn events_of_jobs(&self, job_ids: &[Uuid]) -> Result<Vec<Envelope>, StoreError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = job_ids.iter().map(Uuid::to_string).collect();
+        let documents: Vec<Document> = self
+            .events
+            .find(doc! {"job_id": {"$in": ids}})
+            .sort(doc! {"occurred_at": 1, "_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut events = Vec::with_capacity(documents.len());
+        for document in &documents {
+            match Self::decode(document) {
+                Ok(event) => events.push(event),
+                // One unreadable event must not hide the whole job.
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable stored event"),
+            }
+        }
+        events.sort_by_key(|e| (e.occurred_at, e.event_id));
+        Ok(events)
+    }
+
+    async fn jobs_of_owner(&self, owner_id: &str, page: JobPage) -> Result<Vec<Uuid>, StoreError> {
+        let mut filter = doc! {"owner_id": owner_id, "event_type": "job.submitted"};
+        if let Some(before) = page.before {
+            filter.insert("job_id", doc! {"$lt": before.to_string()});
+        }
+        let documents: Vec<Document> = self
+            .events
+            .find(filter)
+            .sort(doc! {"job_id": -1})
+            .limit(i64::from(page.limit))
+            .projection(doc! {"job_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut jobs: Vec<Uuid> = documents
+            .iter()
+            .filter_map(|d| d.get_str("job_id").ok())
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect();
+        jobs.dedup();
+        Ok(jobs)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.events
+            .client()
+            .database("admin")
+            .run_command(doc! {"ping": 1})
+            .await?;
+        Ok(())
+    }
+}
+
+/// Readiness of the event store.
+pub struct EventStoreReadiness(pub std::sync::Arc<dyn EventStore>);
+
+#[async_trait]
+impl platform::health::ReadinessCheck for EventStoreReadiness {
+    fn name(&self) -> &'static str {
+        "event_store"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
+    }
+}

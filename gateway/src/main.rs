@@ -1,0 +1,21 @@
+//! The gateway binary: configuration from the environment, then serve until SIGTERM/SIGINT.
+
+use gateway::{Application, Dependencies, Settings};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    platform::telemetry::init("gateway");
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            // One line naming the variable, not a backtrace.
+            eprintln!("gateway: {e}");
+            std::process::exit(2);
+        }
+    };
+    let dependencies = Dependencies::from_settings(&settings).await?;
+    let application = Application::build(settings, dependencies).await?;
+    application
+        .run_until_stopped(platform::shutdown::on_signal())
+        .await
+}

@@ -1,0 +1,269 @@
+//! `/jobs`: the caller's jobs, each one's state (the fold of its events), a live event stream,
+//! and deletion. A job of someone else is answered exactly like a job that does not exist.
+
+use super::{AppState, CurrentUser, parse_job_id};
+use crate::error::ApiError;
+use crate::event_store::JobPage;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use platform::blob::{BlobError, Bucket};
+use proto::events::{JobDeleted, JobEvent};
+use proto::{Envelope, JobState, JobStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+const DEFAULT_PAGE: u32 = 20;
+const MAX_PAGE: u32 = 100;
+
+/// A job as clients see it: its folded state plus links.
+#[derive(Serialize)]
+pub struct JobView {
+    #[serde(flatten)]
+    state: JobState,
+    /// The requested quality in its familiar form (`V2`, `192 kbps`); `null` = default.
+    quality_label: Option<String>,
+    links: serde_json::Value,
+}
+
+fn view(state: &AppState, job: JobState) -> JobView {
+    let mut links = state.job_links(job.job_id);
+    if job.status != JobStatus::Succeeded {
+        links
+            .as_object_mut()
+            .expect("links are an object")
+            .remove("download");
+    }
+    JobView {
+        quality_label: job.quality.map(|q| q.to_string()),
+        state: job,
+        links,
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::NotFound("no such job".into())
+}
+
+fn store_unavailable(e: impl std::fmt::Display) -> ApiError {
+    ApiError::unavailable("job store", e)
+}
+
+/// The job's state when it exists and belongs to `user`; 404 otherwise.
+pub async fn owned_job(
+    state: &AppState,
+    user: &CurrentUser,
+    job_id: Uuid,
+) -> Result<JobState, ApiError> {
+    let job = state
+        .store
+        .job_state(job_id)
+        .await
+        .map_err(store_unavailable)?
+        .ok_or_else(not_found)?;
+    if job.owner_id.as_deref() != Some(user.id.as_str()) {
+        return Err(not_found());
+    }
+    Ok(job)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<u32>,
+    before: Option<String>,
+}
+
+/// `GET /jobs?limit=&before=`: the caller's jobs, newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(query) = query?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::Unprocessable(format!(
+            "limit must be between 1 and {MAX_PAGE}"
+        )));
+    }
+    let before = query.before.as_deref().map(parse_job_id).transpose()?;
+    let ids = state
+        .store
+        .jobs_of_owner(&user.id, JobPage { limit, before })
+        .await
+        .map_err(store_unavailable)?;
+    let events = state
+        .store
+        .events_of_jobs(&ids)
+        .await
+        .map_err(store_unavailable)?;
+    let jobs: Vec<JobView> = ids
+        .iter()
+        .filter_map(|id| JobState::fold(*id, &events))
+        .map(|job| view(&state, job))
+        .collect();
+    let next = (ids.len() == limit as usize)
+        .then(|| ids.last())
+        .flatten()
+        .map(|last| state.link(&format!("/jobs?limit={limit}&before={last}")));
+    Ok(Json(json!({"jobs": jobs, "next": next})))
+}
+
+/// `GET /jobs/{id}`.
+pub async fn status(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let job_id = parse_job_id(&id)?;
+    let job = owned_job(&state, &user, job_id).await?;
+    Ok(Json(view(&state, job)))
+}
+
+/// `DELETE /jobs/{id}`: removes the video and the MP3 and records `JobDeleted`.
+pub async fn delete(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let job_id = parse_job_id(&id)?;
+    let job = owned_job(&state, &user, job_id).await?;
+    let mut targets: Vec<(Bucket, String)> = Vec::new();
+    if let Some(video) = &job.video_file_id {
+        targets.push((Bucket::Videos, video.clone()));
+    }
+    if let Some(mp3) = &job.mp3_file_id {
+        targets.push((Bucket::Mp3s, mp3.clone()));
+    }
+    // An MP3 stored by the converter whose success event has not arrived yet.
+    let by_job = state
+        .blobs
+        .find_by_metadata(Bucket::Mp3s, "job_id", &job_id.to_string())
+        .await
+        .map_err(|e| ApiError::unavailable("file storage", e))?;
+    if let Some(mp3) = by_job
+        && !targets.iter().any(|(_, id)| *id == mp3.id)
+    {
+        targets.push((Bucket::Mp3s, mp3.id));
+    }
+    for (bucket, file_id) in targets {
+        match state.blobs.delete(bucket, &file_id).await {
+            Ok(_) | Err(BlobError::NotFound) | Err(BlobError::InvalidId(_)) => {}
+            Err(e) => return Err(ApiError::unavailable("file storage", e)),
+        }
+    }
+    if job.status != JobStatus::Deleted {
+        let event = Envelope::new(
+            job_id,
+            "gateway",
+            JobEvent::JobDeleted(JobDeleted {
+                owner_id: user.id.clone(),
+            }),
+        );
+        state
+            .publisher
+            .publish(&event)
+            .await
+            .map_err(store_unavailable)?;
+        tracing::info!(%job_id, owner_id = %user.id, "job deleted");
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /jobs/{id}/events`: Server-Sent Events, one per job event (with the job's state after
+/// it), live until the job reaches a terminal state; then the stream ends.
+pub async fn events(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let job_id = parse_job_id(&id)?;
+    // Subscribe before the first read so no wake-up between the two is lost.
+    let wake = state.updates.subscribe();
+    owned_job(&state, &user, job_id).await?;
+    let resume_after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Uuid::parse_str(v.trim()).ok());
+    let (sender, receiver) = mpsc::channel(32);
+    tokio::spawn(stream_job(state, job_id, resume_after, wake, sender));
+    Ok(Sse::new(ReceiverStream::new(receiver))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+/// Feeds one SSE connection until the job is terminal, the client leaves or the server stops.
+async fn stream_job(
+    state: AppState,
+    job_id: Uuid,
+    resume_after: Option<Uuid>,
+    mut wake: broadcast::Receiver<Uuid>,
+    sender: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let mut sent: HashSet<Uuid> = HashSet::new();
+    let mut resume_after = resume_after;
+    loop {
+        let events = match state.store.events_of_job(job_id).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "job stream cannot read the store");
+                let event = Event::default()
+                    .event("error")
+                    .data(json!({"error": "service_unavailable", "message": "the job store is unavailable, reconnect later"}).to_string());
+                let _ = sender.send(Ok(event)).await;
+                return;
+            }
+        };
+        // A reconnecting client has seen everything up to its Last-Event-ID.
+        if let Some(last) = resume_after.take()
+            && let Some(position) = events.iter().position(|e| e.event_id == last)
+        {
+            sent.extend(events[..=position].iter().map(|e| e.event_id));
+        }
+        let mut job = JobState::empty(job_id);
+        for event in &events {
+            job.apply(event);
+            if !sent.insert(event.event_id) {
+                continue;
+            }
+            let data = json!({"event": event, "job": view(&state, job.clone())});
+            let sse = Event::default()
+                .event(event.event_type())
+                .id(event.event_id.to_string())
+                .data(data.to_string());
+            if sender.send(Ok(sse)).await.is_err() {
+                return;
+            }
+        }
+        if !events.is_empty() && job.status.is_terminal() {
+            return;
+        }
+        // Sleep until this process stores an event of the job, the poll interval passes (the
+        // event may have been consumed by another replica), the client leaves or we shut down.
+        let poll = tokio::time::sleep(state.sse_poll_interval);
+        tokio::pin!(poll);
+        loop {
+            tokio::select! {
+                _ = &mut poll => break,
+                _ = sender.closed() => return,
+                _ = state.shutdown.cancelled() => return,
+                woken = wake.recv() => match woken {
+                    Ok(id) if id == job_id => break,
+                    Ok(_) => continue,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The REST API: one module per resource, the shared state and the caller's identity.
+
+mod accounts;
+mod download;
+mod jobs;
+mod upload;
+
+use crate::accounts::Accounts;
+use crate::error::{self, ApiError};
+use crate::event_store::EventStore;
+use crate::pipeline::{EventPublisher, JobUpdates};
+use crate::tokens::{TokenError, TokenVerifier};
+use axum::Router;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::routing::{get, post};
+use platform::blob::BlobStore;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// Everything a handler may need.
+#[derive(Clone)]
+pub struct AppState {
+    pub accounts: Arc<dyn Accounts>,
+    pub tokens: Arc<TokenVerifier>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub store: Arc<dyn EventStore>,
+    pub publisher: EventPublisher,
+    pub updates: JobUpdates,
+    pub max_upload_bytes: u64,
+    pub public_base_url: Arc<str>,
+    pub sse_poll_interval: Duration,
+    /// Fires on shutdown so long-lived responses (SSE) end and the server can stop.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Absolute URL of `path` for clients.
+    pub fn link(&self, path: &str) -> String {
+        format!("{}{path}", self.public_base_url)
+    }
+
+    pub fn job_links(&self, job_id: Uuid) -> serde_json::Value {
+        serde_json::json!({
+            "status": self.link(&format!("/jobs/{job_id}")),
+            "events": self.link(&format!("/jobs/{job_id}/events")),
+            "download": self.link(&format!("/jobs/{job_id}/mp3")),
+        })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/login", post(accounts::login))
+        .route("/signup", post(accounts::signup))
+        // The upload handler enforces MAX_UPLOAD_BYTES itself while streaming.
+        .route(
+            "/upload",
+            post(upload::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/download", get(download::download_by_file_id))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::status).delete(jobs::delete))
+        .route("/jobs/{id}/events", get(jobs::events))
+        .route("/jobs/{id}/mp3", get(download::download_job_mp3))
+        .fallback(error::route_not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state)
+}
+
+/// The authenticated caller, from a verified bearer token.
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub id: String,
+    pub email: String,
+}
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?;
+        let value = header
+            .to_str()
+            .map_err(|_| ApiError::Unauthorized("malformed Authorization header".into()))?;
+        let token = match value.split_once(' ') {
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => token.trim(),
+            _ => {
+                return Err(ApiError::Unauthorized(
+                    "expected Authorization: Bearer <token>".into(),
+                ));
+            }
+        };
+        if token.is_empty() {
+            return Err(ApiError::Unauthorized("missing bearer token".into()));
+        }
+        match state.tokens.verify(token).await {
+            Ok(claims) => Ok(CurrentUser {
+                id: claims.sub,
+                email: claims.email,
+            }),
+            Err(TokenError::Rejected(reason)) => Err(ApiError::Unauthorized(reason)),
+            Err(TokenError::KeysUnavailable(detail)) => {
+                Err(ApiError::unavailable("authentication service", detail))
+            }
+        }
+    }
+}
+
+/// The client's address as seen by the gateway (for auth's per-address rate limiting).
+pub struct ClientAddress(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let address = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+            .unwrap_or_default();
+        Ok(ClientAddress(address))
+    }
+}
+
+/// Parses a job id from the path; anything but a UUID is a 400, never a 500.
+pub fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id")))
+}
