@@ -1,0 +1,91 @@
+# syntax=docker/dockerfile:1
+#
+# The four services of the workspace, one build target each:
+#
+#   docker build --target auth         -t mp3converter/auth:latest .
+#   docker build --target gateway      -t mp3converter/gateway:latest .
+#   docker build --target converter    -t mp3converter/converter:latest .
+#   docker build --target notification -t mp3converter/notification:latest .
+#
+# Every stage up to `builder` is shared, so the first build compiles the whole workspace and the
+# other three only copy their binary out of the cache. `deploy/build-images.sh` runs all four.
+#
+# Layer caching: `planner` reduces the workspace to a recipe of its manifests and Cargo.lock
+# (cargo-chef), `builder` compiles the dependencies from that recipe alone, so editing a source
+# file recompiles only the workspace crates.
+
+ARG RUST_VERSION=1.95
+ARG DEBIAN_RELEASE=bookworm
+
+# ---- Toolchain and the C libraries the build links against -----------------------------------
+FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
+# pkg-config + libopus-dev: the converter links the system libopus dynamically.
+# make + gcc: mp3lame-sys compiles LAME from its bundled sources with autotools.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pkg-config libopus-dev make gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+RUN cargo install cargo-chef --locked --version 0.1.78
+WORKDIR /src
+
+# ---- The dependency recipe: changes only when a manifest or Cargo.lock does ------------------
+FROM chef AS planner
+COPY . .
+RUN cargo chef prepare --recipe-path recipe.json
+
+# ---- Dependencies (a cached layer), then the four binaries ------------------------------------
+FROM chef AS builder
+# The same binaries in both steps, so the dependencies are compiled with the same features once.
+ARG BINARIES="--bin auth --bin gateway --bin converter --bin notification"
+COPY --from=planner /src/recipe.json recipe.json
+RUN cargo chef cook --release --locked --recipe-path recipe.json ${BINARIES}
+COPY . .
+RUN cargo build --release --locked ${BINARIES}
+
+# ---- Runtime base shared by the four services ---------------------------------------------------
+FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+# ca-certificates: TLS to SMTP relays and databases outside the cluster; libopus0: the converter's
+# Opus decoder; curl: the HEALTHCHECKs below and docker-compose.yml's (the services' own
+# /healthz and /readyz).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates libopus0 curl \
+    && rm -rf /var/lib/apt/lists/*
+# A fixed, high, numeric UID: Kubernetes can verify runAsNonRoot against it and it collides with
+# no user of the host.
+RUN groupadd --system --gid 10001 mp3converter \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin mp3converter \
+    && install -d -o 10001 -g 10001 -m 0700 /var/tmp/mp3converter
+# /var/tmp/mp3converter is the converter's spill directory (CONVERTER_TEMP_DIR): created here so
+# that a Docker volume mounted on it starts out owned by the service user.
+USER 10001:10001
+WORKDIR /nonexistent
+
+# ---- One target per service ---------------------------------------------------------------------
+FROM runtime AS auth
+COPY --from=builder /src/target/release/auth /usr/local/bin/auth
+# gRPC, then HTTP (/healthz, /readyz).
+EXPOSE 50051 8081
+HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8081/healthz"]
+ENTRYPOINT ["/usr/local/bin/auth"]
+
+FROM runtime AS gateway
+COPY --from=builder /src/target/release/gateway /usr/local/bin/gateway
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"]
+ENTRYPOINT ["/usr/local/bin/gateway"]
+
+FROM runtime AS converter
+COPY --from=builder /src/target/release/converter /usr/local/bin/converter
+EXPOSE 8082
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8082/healthz"]
+ENTRYPOINT ["/usr/local/bin/converter"]
+
+FROM runtime AS notification
+COPY --from=builder /src/target/release/notification /usr/local/bin/notification
+EXPOSE 8083
+HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8083/healthz"]
+ENTRYPOINT ["/usr/local/bin/notification"]
