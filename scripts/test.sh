@@ -9,4 +9,10 @@ trap test_env_cleanup EXIT
 # `-p CRATE` narrows the run to one crate; without it every crate of the workspace is tested.
 scope=(--workspace)
 for arg in "$@"; do case "$arg" in -p|--package|-p*|--package=*) scope=() ;; esac; done
-cargo nextest run "${scope[@]}" --no-fail-fast "$@"
+status=0
+cargo nextest run "${scope[@]}" --no-fail-fast "$@" || status=$?
+# The deployment files (Dockerfile, compose, k8s) are validated offline with the whole workspace.
+if [ ${#scope[@]} -gt 0 ]; then
+  deploy/validate.sh || status=$?
+fi
+exit $status
