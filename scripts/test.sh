@@ -10,9 +10,9 @@ trap test_env_cleanup EXIT
 scope=(--workspace)
 for arg in "$@"; do case "$arg" in -p|--package|-p*|--package=*) scope=() ;; esac; done
 status=0
-cargo nextest run "${scope[@]}" --no-fail-fast "$@" || status=$?
 # The deployment files (Dockerfile, compose, k8s) are validated offline with the whole workspace.
 if [ ${#scope[@]} -gt 0 ]; then
   deploy/validate.sh || status=$?
 fi
+cargo nextest run "${scope[@]}" --no-fail-fast "$@" || status=$?
 exit $status
