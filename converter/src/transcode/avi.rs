@@ -38,7 +38,6 @@ pub(crate) struct AviReader {
     stream_tag: [u8; 2],
     payload: Payload,
     next_ts: u64,
-    sample_rate: u32,
 }
 
 enum Payload {
@@ -83,12 +82,11 @@ impl AviReader {
 
         let (index, header, format) = audio.ok_or(TranscodeError::NoAudioTrack)?;
         let (params, payload) = format.codec_parameters()?;
-        let sample_rate = format.sample_rate;
         let duration_seconds = header.duration_seconds();
         let track = SourceTrack {
             id: TRACK_ID,
             params,
-            time_base: TimeBase::try_from_recip(sample_rate),
+            time_base: TimeBase::try_from_recip(format.sample_rate),
             duration_seconds,
             gapless: None,
         };
@@ -98,7 +96,6 @@ impl AviReader {
             stream_tag: [stream_tag[0], stream_tag[1]],
             payload,
             next_ts: 0,
-            sample_rate,
         };
         Ok((reader, track))
     }
@@ -108,7 +105,9 @@ impl AviReader {
             if let Payload::MpegAudio(splitter) = &mut self.payload
                 && let Some((header, frame)) = splitter.next_frame()
             {
-                return Ok(Some(self.packet(frame, u64::from(header.samples_per_frame()))));
+                return Ok(Some(
+                    self.packet(frame, u64::from(header.samples_per_frame())),
+                ));
             }
             let Some(event) = self.walker.next_event()? else {
                 return Ok(None);
@@ -140,10 +139,6 @@ impl AviReader {
         let pts = Timestamp::new(i64::try_from(self.next_ts).unwrap_or(i64::MAX));
         self.next_ts += frames;
         Packet::new(TRACK_ID, pts, Duration::new(frames), data)
-    }
-
-    pub fn sample_rate(&self) -> u32 {
-        self.sample_rate
     }
 }
 
@@ -187,14 +182,20 @@ struct WaveFormat {
 impl WaveFormat {
     fn parse(bytes: &[u8]) -> Result<Self, TranscodeError> {
         if bytes.len() < 14 {
-            return Err(TranscodeError::corrupt("an AVI audio format header is too short"));
+            return Err(TranscodeError::corrupt(
+                "an AVI audio format header is too short",
+            ));
         }
         let mut format = Self {
             tag: le_u16(bytes, 0),
             channels: le_u16(bytes, 2),
             sample_rate: le_u32(bytes, 4),
             block_align: le_u16(bytes, 12),
-            bits_per_sample: if bytes.len() >= 16 { le_u16(bytes, 14) } else { 0 },
+            bits_per_sample: if bytes.len() >= 16 {
+                le_u16(bytes, 14)
+            } else {
+                0
+            },
             channel_mask: None,
         };
         // The extensible form carries the real format tag in the first bytes of its GUID.
@@ -207,7 +208,9 @@ impl WaveFormat {
 
     fn codec_parameters(&self) -> Result<(AudioCodecParameters, Payload), TranscodeError> {
         if self.sample_rate == 0 || self.channels == 0 {
-            return Err(TranscodeError::corrupt("the AVI audio format is incomplete"));
+            return Err(TranscodeError::corrupt(
+                "the AVI audio format is incomplete",
+            ));
         }
         let channels = self
             .channel_mask
@@ -231,7 +234,9 @@ impl WaveFormat {
             }
         };
         if let Payload::Pcm { block_align: 0 } = payload {
-            return Err(TranscodeError::corrupt("the AVI audio format is incomplete"));
+            return Err(TranscodeError::corrupt(
+                "the AVI audio format is incomplete",
+            ));
         }
 
         let mut params = AudioCodecParameters::new();
@@ -249,7 +254,9 @@ impl WaveFormat {
     }
 
     fn pcm_payload(&self) -> Payload {
-        Payload::Pcm { block_align: u64::from(self.block_align) }
+        Payload::Pcm {
+            block_align: u64::from(self.block_align),
+        }
     }
 }
 
@@ -288,12 +295,21 @@ impl RiffWalker {
         let file_len = file.metadata()?.len();
         let mut reader = BufReader::with_capacity(64 * 1024, file);
         reader.seek(SeekFrom::Start(0))?;
-        Ok(Self { reader, position: 0, file_len, open_lists: Vec::new() })
+        Ok(Self {
+            reader,
+            position: 0,
+            file_len,
+            open_lists: Vec::new(),
+        })
     }
 
     fn next_event(&mut self) -> io::Result<Option<Event>> {
         loop {
-            while self.open_lists.last().is_some_and(|&end| self.position >= end) {
+            while self
+                .open_lists
+                .last()
+                .is_some_and(|&end| self.position >= end)
+            {
                 self.open_lists.pop();
             }
             if self.position + 8 > self.file_len {
@@ -311,8 +327,8 @@ impl RiffWalker {
                 self.position += 4;
                 let end = self.position - 4 + u64::from(size);
                 // Only RIFF forms and the lists holding headers or stream data are entered.
-                let descend = &id == b"RIFF"
-                    || matches!(&list_type, b"hdrl" | b"strl" | b"movi" | b"rec ");
+                let descend =
+                    &id == b"RIFF" || matches!(&list_type, b"hdrl" | b"strl" | b"movi" | b"rec ");
                 if descend {
                     self.open_lists.push(end);
                     return Ok(Some(Event::EnterList(list_type)));
@@ -349,11 +365,19 @@ impl RiffWalker {
 }
 
 fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    u16::from_le_bytes(bytes[at..at + 2].try_into().expect("bounds checked by caller"))
+    u16::from_le_bytes(
+        bytes[at..at + 2]
+            .try_into()
+            .expect("bounds checked by caller"),
+    )
 }
 
 fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("bounds checked by caller"))
+    u32::from_le_bytes(
+        bytes[at..at + 4]
+            .try_into()
+            .expect("bounds checked by caller"),
+    )
 }
 
 #[cfg(test)]
@@ -389,7 +413,11 @@ mod tests {
         strf[0..2].copy_from_slice(&0x2000u16.to_le_bytes());
         strf[2..4].copy_from_slice(&2u16.to_le_bytes());
         strf[4..8].copy_from_slice(&48_000u32.to_le_bytes());
-        let error = WaveFormat::parse(&strf).unwrap().codec_parameters().err().unwrap();
+        let error = WaveFormat::parse(&strf)
+            .unwrap()
+            .codec_parameters()
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("AC-3"), "{error}");
     }
 }

@@ -76,7 +76,8 @@ impl<'p> PcmDecoder<'p> {
                 }
                 return Ok(None);
             };
-            self.progress.at_seconds(self.source.track.seconds_at(packet.pts));
+            self.progress
+                .at_seconds(self.source.track.seconds_at(packet.pts));
 
             let mut planes = Vec::new();
             let spec = match self.decoder.decode(&packet) {
@@ -111,7 +112,11 @@ impl<'p> PcmDecoder<'p> {
     }
 
     fn mixer_for(&mut self, channels: &Channels) -> &Mixer {
-        if self.layout.as_ref().is_none_or(|(known, _)| known != channels) {
+        if self
+            .layout
+            .as_ref()
+            .is_none_or(|(known, _)| known != channels)
+        {
             self.layout = Some((channels.clone(), Mixer::for_layout(channels)));
         }
         &self.layout.as_ref().expect("set above").1
@@ -128,8 +133,9 @@ impl<'p> PcmDecoder<'p> {
             | SymphoniaError::IoError(_)
             | SymphoniaError::Unsupported(_) => {}
             other => {
+                tracing::warn!(error = %other, "decoding failed");
                 return Err(TranscodeError::corrupt(format!(
-                    "its {} audio could not be decoded ({other})",
+                    "its {} audio could not be decoded",
                     codec_name(codec)
                 )));
             }
@@ -144,7 +150,10 @@ impl<'p> PcmDecoder<'p> {
                 codec_name(codec)
             )));
         }
-        tracing::debug!(bad_packets = self.total_bad, "skipped an undecodable packet");
+        tracing::debug!(
+            bad_packets = self.total_bad,
+            "skipped an undecodable packet"
+        );
         Ok(())
     }
 }

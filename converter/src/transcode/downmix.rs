@@ -114,7 +114,10 @@ fn normalise(gains: Vec<(f32, f32)>) -> Vec<(f32, f32)> {
     if scale <= 0.0 {
         return gains;
     }
-    gains.into_iter().map(|(l, r)| (l / scale, r / scale)).collect()
+    gains
+        .into_iter()
+        .map(|(l, r)| (l / scale, r / scale))
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,7 +137,10 @@ mod tests {
 
     #[test]
     fn mono_and_stereo_pass_through() {
-        assert_eq!(Mixer::for_layout(&Channels::Discrete(1)).output_channels(), 1);
+        assert_eq!(
+            Mixer::for_layout(&Channels::Discrete(1)).output_channels(),
+            1
+        );
         let stereo = Channels::Positioned(Position::FRONT_LEFT | Position::FRONT_RIGHT);
         assert_eq!(Mixer::for_layout(&stereo), Mixer::Direct { channels: 2 });
     }

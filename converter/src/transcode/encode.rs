@@ -49,6 +49,12 @@ impl Mp3Encoder {
                 builder
                     .set_vbr_quality(vbr_quality(level))
                     .map_err(|e| lame_error("set the VBR quality", &e))?;
+                // LAME's new VBR code maps algorithm qualities 0-4 to 0 and 5-9 to 5, the only
+                // difference being an exhaustive Huffman table split search. Level 5 decodes to
+                // bit-identical audio (checked on the benchmark file), ~3 % larger, 30 % faster.
+                builder
+                    .set_quality(mp3lame_encoder::Quality::Good)
+                    .map_err(|e| lame_error("set the algorithm quality", &e))?;
             }
             Quality::Cbr { kbps } => {
                 builder
@@ -65,7 +71,11 @@ impl Mp3Encoder {
         let lame = builder
             .build()
             .map_err(|e| lame_error(&format!("start for {} Hz audio", format.sample_rate), &e))?;
-        Ok(Self { lame, format, scratch: Vec::new() })
+        Ok(Self {
+            lame,
+            format,
+            scratch: Vec::new(),
+        })
     }
 
     /// Encodes every block from `blocks` into `output` after `id3_tag`, then finalises the file.
@@ -103,15 +113,22 @@ impl Mp3Encoder {
 
         self.write_lame_tag(output, lame_start)?;
         let output_sample_rate = first_header.map_or(self.format.sample_rate, |h| h.sample_rate);
-        Ok(EncodeSummary { audio_bytes, input_frames, output_sample_rate })
+        Ok(EncodeSummary {
+            audio_bytes,
+            input_frames,
+            output_sample_rate,
+        })
     }
 
     fn encode(&mut self, block: &PcmBlock) -> Result<&[u8], TranscodeError> {
         self.scratch.clear();
-        self.scratch.reserve(max_required_buffer_size(block.frames()));
+        self.scratch
+            .reserve(max_required_buffer_size(block.frames()));
         let result = match block.planes.as_slice() {
             [mono] => self.lame.encode_to_vec(MonoPcm(mono), &mut self.scratch),
-            [left, right] => self.lame.encode_to_vec(DualPcm { left, right }, &mut self.scratch),
+            [left, right] => self
+                .lame
+                .encode_to_vec(DualPcm { left, right }, &mut self.scratch),
             planes => {
                 return Err(TranscodeError::Encoder(format!(
                     "got {} channels to encode",
@@ -136,7 +153,11 @@ impl Mp3Encoder {
 
     /// Overwrites LAME's placeholder first frame with the real tag (frame count, seek table,
     /// encoder delay and padding), so players get the exact duration and gapless trimming.
-    fn write_lame_tag<W: Write + Seek>(&self, output: &mut W, at: u64) -> Result<(), TranscodeError> {
+    fn write_lame_tag<W: Write + Seek>(
+        &self,
+        output: &mut W,
+        at: u64,
+    ) -> Result<(), TranscodeError> {
         let mut tag = Vec::with_capacity(self.lame.lame_tag_size());
         if self.lame.lame_tag_encode_to_vec(&mut tag).is_none() {
             return Ok(());

@@ -31,7 +31,9 @@ pub(crate) fn title_tag(title: &str) -> Vec<u8> {
     let mut tag = Vec::with_capacity(10 + frame.len());
     tag.extend_from_slice(b"ID3");
     tag.extend_from_slice(&[3, 0, 0]);
-    tag.extend_from_slice(&syncsafe(u32::try_from(frame.len()).expect("title is capped")));
+    tag.extend_from_slice(&syncsafe(
+        u32::try_from(frame.len()).expect("title is capped"),
+    ));
     tag.extend_from_slice(&frame);
     tag
 }
@@ -40,7 +42,10 @@ pub(crate) fn title_tag(title: &str) -> Vec<u8> {
 fn encode_text(text: &str) -> Vec<u8> {
     if text.chars().all(|c| u32::from(c) <= 0xFF) {
         let mut body = vec![0u8];
-        body.extend(text.chars().map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')));
+        body.extend(
+            text.chars()
+                .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?')),
+        );
         body
     } else {
         let mut body = vec![1u8, 0xFF, 0xFE];

@@ -74,7 +74,11 @@ pub fn transcode<W: Write + Seek + Send>(
     let source = Source::open(input)?;
     let mut progress = Progress::new(progress, source.track.duration_seconds);
     progress.started();
-    let id3_tag = options.title.as_deref().map(id3::title_tag).unwrap_or_default();
+    let id3_tag = options
+        .title
+        .as_deref()
+        .map(id3::title_tag)
+        .unwrap_or_default();
 
     if options.quality.is_none() && source.track.params.codec == CODEC_ID_MP3 {
         let summary = passthrough::copy_frames(source, &id3_tag, output, &mut progress)?;
@@ -101,21 +105,13 @@ pub fn transcode<W: Write + Seek + Send>(
     let (sender, receiver) = mpsc::sync_channel(PCM_QUEUE_DEPTH);
     let (decoded, encoded) = thread::scope(|scope| {
         let encoding = scope.spawn(|| encoder.run(receiver, &id3_tag, output));
-        let decoded = (|| {
-            let mut block = Some(first_block);
-            while let Some(current) = block {
-                if sender.send(current).is_err() {
-                    // The encoder stopped early; its own error explains why.
-                    return Ok(());
-                }
-                block = decoder.next_block()?;
-            }
-            Ok(())
-        })();
+        let decoded = feed(&mut decoder, first_block, &sender);
         drop(sender);
-        let encoded = encoding
-            .join()
-            .unwrap_or_else(|_| Err(TranscodeError::Encoder("the encoder thread panicked".into())));
+        let encoded = encoding.join().unwrap_or_else(|_| {
+            Err(TranscodeError::Encoder(
+                "the encoder thread panicked".into(),
+            ))
+        });
         (decoded, encoded)
     });
     decoded?;
@@ -131,6 +127,23 @@ pub fn transcode<W: Write + Seek + Send>(
         channels: format.channels,
         bytes_written: id3_tag.len() as u64 + summary.audio_bytes,
     })
+}
+
+/// Sends decoded blocks to the encoder until the input ends or either side fails.
+fn feed(
+    decoder: &mut PcmDecoder<'_>,
+    first_block: decode::PcmBlock,
+    sender: &mpsc::SyncSender<decode::PcmBlock>,
+) -> Result<(), TranscodeError> {
+    let mut block = Some(first_block);
+    while let Some(current) = block {
+        if sender.send(current).is_err() {
+            // The encoder stopped early; its own error explains why.
+            return Ok(());
+        }
+        block = decoder.next_block()?;
+    }
+    Ok(())
 }
 
 fn average_kbps(bytes: u64, seconds: f64) -> u32 {

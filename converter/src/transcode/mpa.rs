@@ -22,12 +22,20 @@ pub(crate) enum MpegVersion {
 }
 
 const BITRATES_V1: [[u32; 15]; 3] = [
-    [0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448],
-    [0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384],
-    [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
+    [
+        0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448,
+    ],
+    [
+        0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384,
+    ],
+    [
+        0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320,
+    ],
 ];
 const BITRATES_V2: [[u32; 15]; 3] = [
-    [0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256],
+    [
+        0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256,
+    ],
     [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
     [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160],
 ];
@@ -169,14 +177,13 @@ const DECODER_DELAY: u32 = 529;
 /// Bytes of the Xing body with all four fields plus the 36-byte LAME extension.
 const XING_BODY_LEN: usize = 4 + 4 + 4 + 4 + 100 + 4 + 36;
 
-/// Builds a Xing/Info frame summarising `frame_offsets.len()` audio frames that follow it.
+/// Builds a Xing/Info frame summarising the `index.frames()` audio frames that follow it.
 ///
-/// `frame_offsets` are the start of each audio frame relative to the first audio frame, and
-/// `audio_bytes` their total size. The result has the same length for any counts, so a
-/// placeholder can be written first and overwritten in place at the end.
+/// `audio_bytes` is the size of those frames. The result has the same length whatever the
+/// counts, so a placeholder can be written first and overwritten in place at the end.
 pub(crate) fn info_frame(
     template: &FrameHeader,
-    frame_offsets: &[u64],
+    index: &FrameIndex,
     audio_bytes: u64,
     variable_bitrate: bool,
     gapless: Option<Gapless>,
@@ -195,14 +202,14 @@ pub(crate) fn info_frame(
     frame.resize(4 + header.side_info_len(), 0);
     frame.extend_from_slice(if variable_bitrate { b"Xing" } else { b"Info" });
     frame.extend_from_slice(&0x0Fu32.to_be_bytes());
-    frame.extend_from_slice(&saturate_u32(frame_offsets.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&saturate_u32(index.frames()).to_be_bytes());
     frame.extend_from_slice(&saturate_u32(total_bytes).to_be_bytes());
-    frame.extend_from_slice(&seek_table(frame_offsets, frame_len as u64, total_bytes));
+    frame.extend_from_slice(&index.seek_table(frame_len as u64, total_bytes));
     frame.extend_from_slice(&0u32.to_be_bytes());
 
     // LAME extension; readers only trust the delay fields under a known encoder name.
     frame.extend_from_slice(b"Lavf\0\0\0\0\0");
-    frame.extend_from_slice(&[0; 11]);
+    frame.extend_from_slice(&[0; 12]);
     let trim = gapless.map_or(0, |g| {
         let delay = g.delay.saturating_sub(DECODER_DELAY).min(0xFFF);
         let padding = (g.padding + DECODER_DELAY).min(0xFFF);
@@ -218,18 +225,63 @@ pub(crate) fn info_frame(
     frame
 }
 
-/// The Xing table of contents: byte position (in 1/256ths of the file) at each percent of time.
-fn seek_table(frame_offsets: &[u64], info_len: u64, total_bytes: u64) -> [u8; 100] {
-    let mut toc = [0u8; 100];
-    if frame_offsets.is_empty() || total_bytes == 0 {
-        return toc;
+/// Offsets of the audio frames, thinned out as they grow so memory stays small for very long
+/// files: only a seek table with 100 entries is built from them.
+pub(crate) struct FrameIndex {
+    frames: u64,
+    /// Every `stride`-th frame's offset is kept.
+    stride: u64,
+    offsets: Vec<u64>,
+}
+
+/// Kept offsets before thinning; plenty for 100 evenly spaced seek points.
+const MAX_KEPT_OFFSETS: usize = 4096;
+
+impl Default for FrameIndex {
+    fn default() -> Self {
+        Self {
+            frames: 0,
+            stride: 1,
+            offsets: Vec::new(),
+        }
     }
-    for (percent, entry) in toc.iter_mut().enumerate() {
-        let frame = percent * frame_offsets.len() / 100;
-        let position = info_len + frame_offsets[frame];
-        *entry = (position * 256 / total_bytes).min(255) as u8;
+}
+
+impl FrameIndex {
+    /// Records the next frame, starting `offset` bytes after the first one.
+    pub fn push(&mut self, offset: u64) {
+        if self.frames.is_multiple_of(self.stride) {
+            self.offsets.push(offset);
+        }
+        self.frames += 1;
+        if self.offsets.len() >= MAX_KEPT_OFFSETS {
+            let mut position = 0;
+            self.offsets.retain(|_| {
+                position += 1;
+                position % 2 == 1
+            });
+            self.stride *= 2;
+        }
     }
-    toc
+
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// The Xing table of contents: byte position (in 1/256ths of the file) at each percent.
+    fn seek_table(&self, info_len: u64, total_bytes: u64) -> [u8; 100] {
+        let mut toc = [0u8; 100];
+        if self.offsets.is_empty() || total_bytes == 0 {
+            return toc;
+        }
+        for (percent, entry) in toc.iter_mut().enumerate() {
+            let frame = percent as u64 * self.frames / 100;
+            let kept = ((frame / self.stride) as usize).min(self.offsets.len() - 1);
+            let position = info_len + self.offsets[kept];
+            *entry = (position * 256 / total_bytes).min(255) as u8;
+        }
+        toc
+    }
 }
 
 fn saturate_u32(value: u64) -> u32 {
@@ -242,7 +294,11 @@ fn crc16_arc(bytes: &[u8]) -> u16 {
     for &byte in bytes {
         crc ^= u16::from(byte);
         for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xA001 } else { crc >> 1 };
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
         }
     }
     crc
@@ -259,7 +315,10 @@ mod tests {
     fn parses_a_common_mp3_header() {
         let header = FrameHeader::parse(MP3_128K).unwrap();
         assert_eq!(header.version, MpegVersion::Mpeg1);
-        assert_eq!((header.layer, header.bitrate_kbps, header.sample_rate), (3, 128, 44_100));
+        assert_eq!(
+            (header.layer, header.bitrate_kbps, header.sample_rate),
+            (3, 128, 44_100)
+        );
         assert_eq!(header.frame_len(), 417);
         assert_eq!(header.samples_per_frame(), 1152);
         assert_eq!(header.channels(), 2);
@@ -269,8 +328,14 @@ mod tests {
     #[test]
     fn rejects_non_headers() {
         assert!(FrameHeader::parse(*b"ID3\x03").is_none());
-        assert!(FrameHeader::parse([0xFF, 0xFB, 0x00, 0x64]).is_none(), "free format");
-        assert!(FrameHeader::parse([0xFF, 0xFB, 0xF0, 0x64]).is_none(), "bad bitrate");
+        assert!(
+            FrameHeader::parse([0xFF, 0xFB, 0x00, 0x64]).is_none(),
+            "free format"
+        );
+        assert!(
+            FrameHeader::parse([0xFF, 0xFB, 0xF0, 0x64]).is_none(),
+            "bad bitrate"
+        );
     }
 
     #[test]
@@ -294,14 +359,46 @@ mod tests {
     #[test]
     fn info_frame_is_a_valid_frame_with_fixed_length() {
         let header = FrameHeader::parse(MP3_128K).unwrap();
-        let empty = info_frame(&header, &[], 0, false, None);
-        let full = info_frame(&header, &[0, 417, 834], 1251, true, Some(Gapless::default()));
+        let empty = info_frame(&header, &FrameIndex::default(), 0, false, None);
+        let mut index = FrameIndex::default();
+        for offset in [0, 417, 834] {
+            index.push(offset);
+        }
+        let full = info_frame(&header, &index, 1251, true, Some(Gapless::default()));
         assert_eq!(empty.len(), full.len());
         let parsed = FrameHeader::parse(full[..4].try_into().unwrap()).unwrap();
         assert_eq!(parsed.frame_len(), full.len());
         assert_eq!(parsed.sample_rate, 44_100);
         assert_eq!(&full[36..40], b"Xing");
         assert_eq!(&full[44..48], &3u32.to_be_bytes());
+    }
+
+    #[test]
+    fn info_frame_carries_gapless_trim_where_readers_look() {
+        let header = FrameHeader::parse(MP3_128K).unwrap();
+        let gapless = Gapless {
+            delay: 1105,
+            padding: 551,
+        };
+        let frame = info_frame(&header, &FrameIndex::default(), 0, false, Some(gapless));
+        // Header, side info, Xing fields (120 bytes), then 21 bytes into the LAME extension.
+        let at = 4 + 32 + 120 + 21;
+        let trim = u32::from_be_bytes([0, frame[at], frame[at + 1], frame[at + 2]]);
+        assert_eq!(trim >> 12, 1105 - 529);
+        assert_eq!(trim & 0xFFF, 551 + 529);
+    }
+
+    #[test]
+    fn frame_index_thins_out_but_keeps_the_seek_table_monotonic() {
+        let mut index = FrameIndex::default();
+        for frame in 0..100_000u64 {
+            index.push(frame * 400);
+        }
+        assert_eq!(index.frames(), 100_000);
+        assert!(index.offsets.len() < MAX_KEPT_OFFSETS);
+        let toc = index.seek_table(400, 100_000 * 400 + 400);
+        assert!(toc.windows(2).all(|pair| pair[0] <= pair[1]));
+        assert!((125..=130).contains(&toc[50]), "{}", toc[50]);
     }
 
     #[test]

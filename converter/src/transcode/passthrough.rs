@@ -4,7 +4,7 @@
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 
 use super::error::TranscodeError;
-use super::mpa::{FrameHeader, FrameSplitter, info_frame};
+use super::mpa::{FrameHeader, FrameIndex, FrameSplitter, info_frame};
 use super::progress::Progress;
 use super::source::Source;
 
@@ -34,7 +34,7 @@ pub(crate) fn copy_frames<W: Write + Seek>(
     let mut splitter = FrameSplitter::default();
     let mut first: Option<FrameHeader> = None;
     let mut info_len = 0u64;
-    let mut frame_offsets: Vec<u64> = Vec::new();
+    let mut index = FrameIndex::default();
     let mut frames_bytes = 0u64;
     let mut samples = 0u64;
     let mut variable_bitrate = false;
@@ -52,13 +52,13 @@ pub(crate) fn copy_frames<W: Write + Seek>(
             {
                 continue;
             }
-            if frame_offsets.is_empty() {
-                let placeholder = info_frame(&template, &[], 0, false, None);
+            if index.frames() == 0 {
+                let placeholder = info_frame(&template, &index, 0, false, None);
                 info_len = placeholder.len() as u64;
                 writer.write_all(&placeholder)?;
             }
             variable_bitrate |= header.bitrate_kbps != template.bitrate_kbps;
-            frame_offsets.push(frames_bytes);
+            index.push(frames_bytes);
             frames_bytes += frame.len() as u64;
             samples += u64::from(header.samples_per_frame());
             writer.write_all(&frame)?;
@@ -67,11 +67,13 @@ pub(crate) fn copy_frames<W: Write + Seek>(
     writer.flush()?;
     drop(writer);
 
-    let Some(template) = first.filter(|_| !frame_offsets.is_empty()) else {
-        return Err(TranscodeError::corrupt("it contains no readable MP3 frames"));
+    let Some(template) = first.filter(|_| index.frames() > 0) else {
+        return Err(TranscodeError::corrupt(
+            "it contains no readable MP3 frames",
+        ));
     };
     let gapless = source.track.gapless;
-    let info = info_frame(&template, &frame_offsets, frames_bytes, variable_bitrate, gapless);
+    let info = info_frame(&template, &index, frames_bytes, variable_bitrate, gapless);
     let end = output.stream_position()?;
     output.seek(SeekFrom::Start(info_at))?;
     output.write_all(&info)?;

@@ -9,7 +9,11 @@ pub(crate) struct Progress<'a> {
 
 impl<'a> Progress<'a> {
     pub fn new(callback: &'a mut dyn FnMut(u8), total_seconds: Option<f64>) -> Self {
-        Self { callback, total_seconds, last_reported: None }
+        Self {
+            callback,
+            total_seconds,
+            last_reported: None,
+        }
     }
 
     pub fn at_seconds(&mut self, seconds: Option<f64>) {

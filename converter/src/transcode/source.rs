@@ -83,7 +83,12 @@ impl Source {
             let track = audio_track(reader.as_ref())?;
             (Demuxer::Symphonia(reader), track)
         };
-        Ok(Self { demuxer, track, last_seconds: 0.0, packets_read: 0 })
+        Ok(Self {
+            demuxer,
+            track,
+            last_seconds: 0.0,
+            packets_read: 0,
+        })
     }
 
     /// The next packet of the chosen track, or `None` at the end of the stream.
@@ -112,9 +117,10 @@ impl Source {
                 self.end_early()
             }
             Err(SymphoniaError::IoError(error)) => Err(TranscodeError::Io(error)),
-            Err(error) => Err(TranscodeError::corrupt(format!(
-                "its audio data could not be read ({error})"
-            ))),
+            Err(error) => {
+                tracing::warn!(%error, "demuxing failed");
+                Err(TranscodeError::corrupt("its audio data could not be read"))
+            }
         }
     }
 
@@ -135,14 +141,6 @@ impl Source {
         }
     }
 
-    /// Sample rate stated by the container, for progress and reporting before decoding.
-    pub fn stated_sample_rate(&self) -> Option<u32> {
-        match &self.demuxer {
-            Demuxer::Avi(reader) => Some(reader.sample_rate()),
-            Demuxer::Symphonia(_) => self.track.params.sample_rate,
-        }
-    }
-
     pub fn make_decoder(&self) -> Result<Box<dyn AudioDecoder>, TranscodeError> {
         let params = &self.track.params;
         if CODECS.get_audio_decoder(params.codec).is_none() {
@@ -151,13 +149,17 @@ impl Source {
         CODECS
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|error| match error {
-                SymphoniaError::Unsupported(_) => {
-                    TranscodeError::UnsupportedCodec(codec_name(params.codec))
+                SymphoniaError::Unsupported(detail) => {
+                    tracing::warn!(detail, "the decoder refused the track");
+                    TranscodeError::UnsupportedCodec(variant_name(params))
                 }
-                other => TranscodeError::corrupt(format!(
-                    "the {} audio settings are invalid ({other})",
-                    codec_name(params.codec)
-                )),
+                other => {
+                    tracing::warn!(error = %other, "creating the decoder failed");
+                    TranscodeError::corrupt(format!(
+                        "its {} audio settings are invalid",
+                        codec_name(params.codec)
+                    ))
+                }
             })
     }
 }
@@ -165,7 +167,9 @@ impl Source {
 fn probe(file: File, magic: &[u8]) -> Result<Box<dyn FormatReader>, TranscodeError> {
     let stream = MediaSourceStream::new(
         Box::new(file),
-        MediaSourceStreamOptions { buffer_len: 64 * 1024 },
+        MediaSourceStreamOptions {
+            buffer_len: 64 * 1024,
+        },
     );
     symphonia::default::get_probe()
         .probe(
@@ -175,15 +179,14 @@ fn probe(file: File, magic: &[u8]) -> Result<Box<dyn FormatReader>, TranscodeErr
             MetadataOptions::default(),
         )
         .map_err(|error| match (error, container_name(magic)) {
-            (SymphoniaError::IoError(error), _)
-                if error.kind() != io::ErrorKind::UnexpectedEof =>
-            {
+            (SymphoniaError::IoError(error), _) if error.kind() != io::ErrorKind::UnexpectedEof => {
                 TranscodeError::Io(error)
             }
             // A recognisable container that cannot be opened is damaged, not foreign.
-            (error, Some(container)) => TranscodeError::corrupt(format!(
-                "its {container} structure could not be read ({error})"
-            )),
+            (error, Some(container)) => {
+                tracing::warn!(%error, container, "probing a recognised container failed");
+                TranscodeError::corrupt(format!("its {container} structure could not be read"))
+            }
             (_, None) => TranscodeError::NotMedia,
         })
 }
@@ -219,7 +222,9 @@ fn audio_track(reader: &dyn FormatReader) -> Result<SourceTrack, TranscodeError>
 
 /// Names containers by their first bytes, to tell damaged media from files that are not media.
 fn container_name(magic: &[u8]) -> Option<&'static str> {
-    let at = |offset: usize, expected: &[u8]| magic.get(offset..offset + expected.len()) == Some(expected);
+    let at = |offset: usize, expected: &[u8]| {
+        magic.get(offset..offset + expected.len()) == Some(expected)
+    };
     if at(4, b"ftyp") || at(4, b"moov") || at(4, b"mdat") || at(4, b"free") || at(4, b"wide") {
         Some("MP4/QuickTime")
     } else if at(0, &[0x1A, 0x45, 0xDF, 0xA3]) {
@@ -269,6 +274,17 @@ pub(crate) fn codec_name(codec: AudioCodecId) -> String {
     name.to_owned()
 }
 
+/// Names the variant a decoder refused although it handles the codec in general, e.g. AAC in
+/// 5.1 (symphonia's AAC decoder is stereo AAC-LC only, as is the libopus adapter for Opus).
+fn variant_name(params: &AudioCodecParameters) -> String {
+    let name = codec_name(params.codec);
+    match params.channels.as_ref().map(|c| c.count()) {
+        Some(count) if count > 2 => format!("{name} with {count} channels"),
+        _ if params.codec == CODEC_ID_AAC => "HE-AAC (or another AAC profile than AAC-LC)".into(),
+        _ => name,
+    }
+}
+
 fn read_up_to(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
@@ -287,7 +303,10 @@ mod tests {
     #[test]
     fn containers_are_named_by_magic() {
         assert_eq!(container_name(b"\0\0\0\x20ftypisom"), Some("MP4/QuickTime"));
-        assert_eq!(container_name(&[0x1A, 0x45, 0xDF, 0xA3, 1]), Some("Matroska/WebM"));
+        assert_eq!(
+            container_name(&[0x1A, 0x45, 0xDF, 0xA3, 1]),
+            Some("Matroska/WebM")
+        );
         assert_eq!(container_name(b"OggS\0"), Some("Ogg"));
         assert_eq!(container_name(b"hello world"), None);
         assert_eq!(container_name(b""), None);
@@ -296,7 +315,22 @@ mod tests {
     #[test]
     fn codec_names_are_human() {
         assert_eq!(codec_name(CODEC_ID_AC3), "AC-3 (Dolby Digital)");
-        assert_eq!(codec_name(CODEC_ID_NULL_AUDIO), "used in this file");
+        assert_eq!(
+            codec_name(symphonia::core::codecs::audio::CODEC_ID_NULL_AUDIO),
+            "used in this file"
+        );
+    }
+
+    #[test]
+    fn refused_variants_are_named() {
+        let mut params = AudioCodecParameters::new();
+        params.for_codec(CODEC_ID_AAC);
+        assert_eq!(
+            variant_name(&params),
+            "HE-AAC (or another AAC profile than AAC-LC)"
+        );
+        params.with_channels(symphonia::core::audio::Channels::Discrete(6));
+        assert_eq!(variant_name(&params), "AAC with 6 channels");
     }
 
     #[test]
