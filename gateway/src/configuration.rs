@@ -1,8 +1,13 @@
 //! The gateway's settings, read from the environment (see [`Settings::from_env`]).
 
+use crate::circuit_breaker::BreakerConfig;
+use crate::rate_limit::RateLimitConfig;
 use platform::config::{self, ConfigError, defaults};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// Default `RETENTION`: 7 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Default `MAX_UPLOAD_BYTES`: 2 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
@@ -32,6 +37,29 @@ pub struct Settings {
     /// `SSE_POLL_INTERVAL`: how often a live job stream re-reads the store without a wake-up
     /// (events consumed by another gateway replica wake nobody here).
     pub sse_poll_interval: Duration,
+    /// `KEEP_VIDEOS`: keep the source video once its MP3 exists (default: delete it).
+    pub keep_videos: bool,
+    /// `RETENTION`: how long MP3s (and the videos of failed jobs) are kept after a job finished.
+    pub retention: Duration,
+    /// `RETENTION_SWEEP_INTERVAL`: how often the sweeper looks for expired jobs.
+    pub retention_sweep_interval: Duration,
+    /// `UPLOADS_PER_MINUTE`, `MAX_CONCURRENT_UPLOADS` (per user), `LOGINS_PER_MINUTE` (per client
+    /// address); 0 disables a limit.
+    pub rate_limits: RateLimitConfig,
+    /// `TRUST_FORWARDED_FOR`: take the client address from the first `X-Forwarded-For` hop
+    /// (only behind an ingress that sets it).
+    pub trust_forwarded_for: bool,
+    /// `AUTH_BREAKER_FAILURES` consecutive unreachable-auth failures open the circuit for
+    /// `AUTH_BREAKER_OPEN_FOR`.
+    pub auth_breaker: BreakerConfig,
+}
+
+fn positive(name: &str, value: Duration) -> Result<Duration, ConfigError> {
+    if value.is_zero() {
+        let raw = config::raw(name).unwrap_or_default();
+        return Err(ConfigError::new(name, &raw, "must be longer than 0"));
+    }
+    Ok(value)
 }
 
 impl Settings {
@@ -77,6 +105,28 @@ impl Settings {
                 Duration::from_secs(10),
             )?,
             sse_poll_interval: config::duration_or("SSE_POLL_INTERVAL", Duration::from_secs(1))?,
+            keep_videos: config::or_default("KEEP_VIDEOS", false)?,
+            retention: positive(
+                "RETENTION",
+                config::duration_or("RETENTION", DEFAULT_RETENTION)?,
+            )?,
+            retention_sweep_interval: positive(
+                "RETENTION_SWEEP_INTERVAL",
+                config::duration_or("RETENTION_SWEEP_INTERVAL", Duration::from_secs(60))?,
+            )?,
+            rate_limits: RateLimitConfig {
+                uploads_per_minute: config::or_default("UPLOADS_PER_MINUTE", 30)?,
+                max_concurrent_uploads: config::or_default("MAX_CONCURRENT_UPLOADS", 4)?,
+                logins_per_minute: config::or_default("LOGINS_PER_MINUTE", 30)?,
+            },
+            trust_forwarded_for: config::or_default("TRUST_FORWARDED_FOR", false)?,
+            auth_breaker: BreakerConfig {
+                failure_threshold: config::or_default("AUTH_BREAKER_FAILURES", 5)?,
+                open_for: positive(
+                    "AUTH_BREAKER_OPEN_FOR",
+                    config::duration_or("AUTH_BREAKER_OPEN_FOR", Duration::from_secs(10))?,
+                )?,
+            },
         })
     }
 
@@ -96,6 +146,12 @@ impl Settings {
             outbox_poll_interval: Duration::from_millis(200),
             keys_refresh_min_interval: Duration::from_secs(1),
             sse_poll_interval: Duration::from_millis(250),
+            keep_videos: false,
+            retention: DEFAULT_RETENTION,
+            retention_sweep_interval: Duration::from_millis(200),
+            rate_limits: RateLimitConfig::default(),
+            trust_forwarded_for: false,
+            auth_breaker: BreakerConfig::default(),
         }
     }
 }
@@ -116,6 +172,15 @@ mod tests {
                 "PUBLIC_BASE_URL",
                 "AUTH_TIMEOUT",
                 "JOBS_DATABASE",
+                "KEEP_VIDEOS",
+                "RETENTION",
+                "RETENTION_SWEEP_INTERVAL",
+                "UPLOADS_PER_MINUTE",
+                "MAX_CONCURRENT_UPLOADS",
+                "LOGINS_PER_MINUTE",
+                "TRUST_FORWARDED_FOR",
+                "AUTH_BREAKER_FAILURES",
+                "AUTH_BREAKER_OPEN_FOR",
             ] {
                 std::env::remove_var(name);
             }
@@ -126,6 +191,54 @@ mod tests {
         assert_eq!(settings.public_base_url, "http://mp3converter.com");
         assert_eq!(settings.auth_timeout, Duration::from_secs(3));
         assert_eq!(settings.jobs_database, "jobs");
+        assert!(!settings.keep_videos);
+        assert_eq!(settings.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(settings.retention_sweep_interval, Duration::from_secs(60));
+        assert_eq!(settings.rate_limits, RateLimitConfig::default());
+        assert_eq!(settings.rate_limits.uploads_per_minute, 30);
+        assert_eq!(settings.rate_limits.max_concurrent_uploads, 4);
+        assert_eq!(settings.rate_limits.logins_per_minute, 30);
+        assert!(!settings.trust_forwarded_for);
+        assert_eq!(settings.auth_breaker, BreakerConfig::default());
+
+        unsafe {
+            std::env::set_var("RETENTION", "2s");
+            std::env::set_var("KEEP_VIDEOS", "true");
+            std::env::set_var("UPLOADS_PER_MINUTE", "0");
+            std::env::set_var("TRUST_FORWARDED_FOR", "true");
+        }
+        let settings = Settings::from_env().unwrap();
+        assert_eq!(settings.retention, Duration::from_secs(2));
+        assert!(settings.keep_videos);
+        assert_eq!(settings.rate_limits.uploads_per_minute, 0);
+        assert!(settings.trust_forwarded_for);
+        for (name, bad) in [
+            ("RETENTION", "0s"),
+            ("RETENTION", "a week"),
+            ("KEEP_VIDEOS", "maybe"),
+            ("LOGINS_PER_MINUTE", "-1"),
+        ] {
+            let previous = std::env::var(name).ok();
+            unsafe { std::env::set_var(name, bad) };
+            let line = Settings::from_env().unwrap_err().to_string();
+            assert!(line.contains(name), "{line}");
+            unsafe {
+                match previous {
+                    Some(value) => std::env::set_var(name, value),
+                    None => std::env::remove_var(name),
+                }
+            }
+        }
+        unsafe {
+            for name in [
+                "RETENTION",
+                "KEEP_VIDEOS",
+                "UPLOADS_PER_MINUTE",
+                "TRUST_FORWARDED_FOR",
+            ] {
+                std::env::remove_var(name);
+            }
+        }
 
         unsafe { std::env::set_var("MAX_UPLOAD_BYTES", "lots") };
         let line = Settings::from_env().unwrap_err().to_string();

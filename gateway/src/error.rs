@@ -24,6 +24,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The resource existed but is gone for good (an expired MP3).
+    #[error("{0}")]
+    Gone(String),
     #[error("the file is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("{0}")]
@@ -39,11 +42,13 @@ pub enum ApiError {
         retry_after: Duration,
         message: String,
     },
-    /// A dependency is down: the client may retry later. `detail` is logged, not sent.
+    /// A dependency is down: the client may retry later (`Retry-After`: `retry_after`, or
+    /// [`DEFAULT_UNAVAILABLE_RETRY_AFTER`]). `detail` is logged, not sent.
     #[error("the {dependency} is unavailable, try again later")]
     Unavailable {
         dependency: &'static str,
         detail: String,
+        retry_after: Option<Duration>,
     },
     /// A bug or an unexpected failure: logged, answered with a generic message.
     #[error("internal error")]
@@ -55,6 +60,20 @@ impl ApiError {
         ApiError::Unavailable {
             dependency,
             detail: detail.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// Like [`ApiError::unavailable`], when it is known how long the dependency stays away.
+    pub fn unavailable_for(
+        dependency: &'static str,
+        detail: impl std::fmt::Display,
+        retry_after: Duration,
+    ) -> Self {
+        ApiError::Unavailable {
+            dependency,
+            detail: detail.to_string(),
+            retry_after: Some(retry_after),
         }
     }
 
@@ -64,6 +83,7 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::InvalidCredentials(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -82,6 +102,7 @@ impl ApiError {
             ApiError::InvalidCredentials(_) => "invalid_credentials",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "gone",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -99,7 +120,9 @@ impl IntoResponse for ApiError {
             ApiError::Internal(error) => {
                 tracing::error!(error = format!("{error:#}"), "request failed");
             }
-            ApiError::Unavailable { dependency, detail } => {
+            ApiError::Unavailable {
+                dependency, detail, ..
+            } => {
                 tracing::warn!(dependency, %detail, "dependency unavailable");
             }
             _ => {}
@@ -125,9 +148,11 @@ impl IntoResponse for ApiError {
                 );
             }
             ApiError::RateLimited { retry_after, .. } => {
-                // Round up: "Retry-After: 0" would invite an immediate retry.
-                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+                headers.insert(header::RETRY_AFTER, retry_after_seconds(*retry_after));
+            }
+            ApiError::Unavailable { retry_after, .. } => {
+                let wait = retry_after.unwrap_or(DEFAULT_UNAVAILABLE_RETRY_AFTER);
+                headers.insert(header::RETRY_AFTER, retry_after_seconds(wait));
             }
             ApiError::RangeNotSatisfiable { length } => {
                 if let Ok(value) = HeaderValue::from_str(&format!("bytes */{length}")) {
@@ -138,6 +163,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// `Retry-After` suggested with a 503 when nobody knows how long the dependency stays away.
+pub const DEFAULT_UNAVAILABLE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Whole seconds, rounded up: "Retry-After: 0" would invite an immediate retry.
+fn retry_after_seconds(wait: Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
 }
 
 impl From<JsonRejection> for ApiError {
@@ -226,6 +260,29 @@ mod tests {
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(headers[header::RETRY_AFTER], "2");
         assert_eq!(body["error"], "too_many_requests");
+    }
+
+    #[tokio::test]
+    async fn unavailable_dependencies_suggest_when_to_retry() {
+        let (_, headers, _) = body_of(ApiError::unavailable("job store", "down")).await;
+        assert_eq!(headers[header::RETRY_AFTER], "5");
+        let (status, headers, body) = body_of(ApiError::unavailable_for(
+            "authentication service",
+            "circuit open",
+            Duration::from_millis(2100),
+        ))
+        .await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], "3");
+        assert_eq!(body["error"], "service_unavailable");
+    }
+
+    #[tokio::test]
+    async fn gone_resources_answer_410() {
+        let (status, _, body) = body_of(ApiError::Gone("the MP3 expired".into())).await;
+        assert_eq!(status, StatusCode::GONE);
+        assert_eq!(body["error"], "gone");
+        assert_eq!(body["message"], "the MP3 expired");
     }
 
     #[tokio::test]

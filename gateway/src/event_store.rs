@@ -55,6 +55,14 @@ pub trait EventStore: Send + Sync + 'static {
         Ok(all)
     }
 
+    /// Ids of every job with a stored `JobSubmitted`, oldest first: what the all-in-one mode
+    /// walks at start-up to finish the jobs its in-process bus forgot in a restart.
+    async fn submitted_jobs(&self) -> Result<Vec<Uuid>, StoreError> {
+        Err(StoreError::Unavailable(
+            "this event store cannot list every job".into(),
+        ))
+    }
+
     /// Readiness: `Ok` when the store answers.
     async fn check(&self) -> Result<(), StoreError>;
 
@@ -193,6 +201,24 @@ impl EventStore for MongoEventStore {
             .find(filter)
             .sort(doc! {"job_id": -1})
             .limit(i64::from(page.limit))
+            .projection(doc! {"job_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut jobs: Vec<Uuid> = documents
+            .iter()
+            .filter_map(|d| d.get_str("job_id").ok())
+            .filter_map(|id| Uuid::parse_str(id).ok())
+            .collect();
+        jobs.dedup();
+        Ok(jobs)
+    }
+
+    async fn submitted_jobs(&self) -> Result<Vec<Uuid>, StoreError> {
+        let documents: Vec<Document> = self
+            .events
+            .find(doc! {"event_type": "job.submitted"})
+            .sort(doc! {"job_id": 1})
             .projection(doc! {"job_id": 1})
             .await?
             .try_collect()

@@ -6,15 +6,21 @@
 //! store whose fold is each job's state, and streams MP3s back to their owners.
 
 pub mod accounts;
+pub mod circuit_breaker;
 pub mod configuration;
 pub mod error;
 pub mod event_store;
 pub mod filenames;
+pub mod local_store;
+pub mod observability;
 pub mod outbox;
 pub mod pipeline;
+pub mod rate_limit;
+pub mod retention;
 pub mod routes;
 pub mod startup;
 pub mod tokens;
+pub mod web;
 
 pub use configuration::Settings;
 pub use startup::{Application, Dependencies};

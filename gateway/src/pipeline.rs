@@ -3,11 +3,14 @@
 //! - [`EventPublisher`]: an event the gateway produces goes to the outbox, the event store and
 //!   (inline, best effort) the bus; the outbox relay covers a failed inline publish.
 //! - [`EventStoreFeeder`]: consumes every job event from the gateway's own queue into the event
-//!   store.
+//!   store, then lets the data [`Lifecycle`] act on outcomes (drop the converted video, drop an
+//!   MP3 that arrived after its job was deleted, schedule the job's expiry).
 //! - [`JobUpdates`]: wakes live job streams (SSE) when an event of their job was stored here.
 
 use crate::event_store::{EventStore, StoreError};
+use crate::observability;
 use crate::outbox::Outbox;
+use crate::retention::Lifecycle;
 use async_trait::async_trait;
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use proto::{Envelope, JobEvent};
@@ -78,7 +81,12 @@ impl EventPublisher {
         self.outbox.add(event, INLINE_LEASE).await?;
         // Status pages should not wait for the round trip through the broker.
         match self.store.append(event).await {
-            Ok(_) => self.updates.notify(event.job_id),
+            Ok(fresh) => {
+                if fresh {
+                    observability::event_stored(event.event_type());
+                }
+                self.updates.notify(event.job_id);
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "event not yet in the store; the consumer will add it")
             }
@@ -113,10 +121,11 @@ impl EventPublisher {
     }
 }
 
-/// Appends every consumed event to the event store.
+/// Appends every consumed event to the event store, then runs the data lifecycle.
 pub struct EventStoreFeeder {
     pub store: Arc<dyn EventStore>,
     pub updates: JobUpdates,
+    pub lifecycle: Arc<Lifecycle>,
 }
 
 #[async_trait]
@@ -127,11 +136,16 @@ impl EventHandler for EventStoreFeeder {
             Ok(fresh) => {
                 if fresh {
                     tracing::debug!(event_id = %event.event_id, job_id = %event.job_id, event_type = event.event_type(), "stored event");
+                    observability::event_stored(event.event_type());
                     self.updates.notify(event.job_id);
                 }
-                Outcome::Done
             }
-            Err(e) => Outcome::Retry(e.to_string()),
+            Err(e) => return Outcome::Retry(e.to_string()),
+        }
+        // Also on redelivery (`fresh` false): a previous attempt may have failed right here.
+        match self.lifecycle.after_stored(event).await {
+            Ok(()) => Outcome::Done,
+            Err(e) => Outcome::Retry(format!("stored, but the data lifecycle failed: {e}")),
         }
     }
 

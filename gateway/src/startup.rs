@@ -1,22 +1,29 @@
 //! Composition: builds the gateway from its settings and backing services, and runs the HTTP
-//! server, the event-store consumer and the outbox relay until shutdown.
+//! server, the event-store consumer, the outbox relay and the retention sweeper until shutdown.
 
 use crate::accounts::{Accounts, AccountsReadiness, GrpcAccounts};
 use crate::configuration::Settings;
 use crate::event_store::{EventStore, EventStoreReadiness, MongoEventStore};
+use crate::observability;
 use crate::outbox::{MongoOutbox, Outbox};
 use crate::pipeline::{self, EventPublisher, EventStoreFeeder, JobUpdates};
+use crate::rate_limit::RateLimits;
+use crate::retention::{
+    FileJanitor, Lifecycle, MemoryRetentionLedger, MongoRetentionLedger, RetentionLedger, Sweeper,
+};
 use crate::routes::{self, AppState};
 use crate::tokens::TokenVerifier;
 use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderName, Request};
+use axum::middleware::from_fn;
 use backon::BackoffBuilder;
 use mongodb::options::ClientOptions;
 use platform::blob::{BlobReadiness, BlobStore, GridFsStore};
 use platform::bus::{BusReadiness, EventBus};
 use platform::health::Health;
 use platform::rabbit::RabbitBus;
+use platform::trace::TraceContext;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +37,8 @@ use tower_http::request_id::{
 use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// How often idle rate-limit keys are forgotten.
+const RATE_LIMIT_HOUSEKEEPING: Duration = Duration::from_secs(60);
 
 /// The backing services the gateway is composed with. Production connects to RabbitMQ and
 /// GridFS ([`Dependencies::from_settings`]); tests inject an isolated topology; an all-in-one
@@ -43,6 +52,8 @@ pub struct Dependencies {
     pub outbox: Option<Arc<dyn Outbox>>,
     /// When `None`, auth over gRPC at `AUTH_GRPC_URL`.
     pub accounts: Option<Arc<dyn Accounts>>,
+    /// When `None`, beside the event store: in MongoDB for the MongoDB store, else in memory.
+    pub retention_ledger: Option<Arc<dyn RetentionLedger>>,
 }
 
 impl Dependencies {
@@ -53,6 +64,7 @@ impl Dependencies {
             event_store: None,
             outbox: None,
             accounts: None,
+            retention_ledger: None,
         }
     }
 
@@ -81,6 +93,11 @@ impl Dependencies {
         self.accounts = Some(accounts);
         self
     }
+
+    pub fn with_retention_ledger(mut self, ledger: Arc<dyn RetentionLedger>) -> Self {
+        self.retention_ledger = Some(ledger);
+        self
+    }
 }
 
 pub struct Application {
@@ -94,6 +111,10 @@ pub struct Application {
     outbox_poll_interval: Duration,
     /// MongoDB stores whose indexes are created once MongoDB answers.
     indexes: Option<(MongoEventStore, MongoOutbox)>,
+    ledger_indexes: Option<MongoRetentionLedger>,
+    lifecycle: Arc<Lifecycle>,
+    sweeper: Sweeper,
+    retention_sweep_interval: Duration,
     shutdown: CancellationToken,
 }
 
@@ -111,7 +132,10 @@ async fn mongo_client(uri: &str) -> anyhow::Result<mongodb::Client> {
 impl Application {
     /// Binds the HTTP listener and wires everything; no backing service needs to be up yet.
     pub async fn build(settings: Settings, deps: Dependencies) -> anyhow::Result<Self> {
+        observability::install_metrics();
         let mut indexes = None;
+        let mut mongo = None;
+        let store_in_mongo = deps.event_store.is_none();
         let (store, outbox) = match (deps.event_store, deps.outbox) {
             (Some(store), Some(outbox)) => (store, outbox),
             (store, outbox) => {
@@ -119,22 +143,60 @@ impl Application {
                 let mongo_store = MongoEventStore::new(&client, &settings.jobs_database);
                 let mongo_outbox = MongoOutbox::new(&client, &settings.jobs_database);
                 indexes = Some((mongo_store.clone(), mongo_outbox.clone()));
+                mongo = Some(client);
                 (
                     store.unwrap_or_else(|| Arc::new(mongo_store)),
                     outbox.unwrap_or_else(|| Arc::new(mongo_outbox)),
                 )
             }
         };
+        let mut ledger_indexes = None;
+        let ledger: Arc<dyn RetentionLedger> = match (deps.retention_ledger, &mongo) {
+            (Some(ledger), _) => ledger,
+            (None, Some(client)) if store_in_mongo => {
+                let mongo_ledger = MongoRetentionLedger::new(client, &settings.jobs_database);
+                ledger_indexes = Some(mongo_ledger.clone());
+                Arc::new(mongo_ledger)
+            }
+            (None, _) => {
+                tracing::warn!(
+                    "no retention ledger given: keeping expiry schedules in memory (lost on restart)"
+                );
+                Arc::new(MemoryRetentionLedger::default())
+            }
+        };
         let accounts: Arc<dyn Accounts> = match deps.accounts {
             Some(accounts) => accounts,
             None => Arc::new(
                 GrpcAccounts::new(&settings.auth_grpc_url, settings.auth_timeout)
-                    .context("invalid AUTH_GRPC_URL")?,
+                    .context("invalid AUTH_GRPC_URL")?
+                    .with_circuit_breaker(settings.auth_breaker),
             ),
         };
         let updates = JobUpdates::default();
         let relay_wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
+        let janitor = FileJanitor::new(deps.blobs.clone());
+        let publisher = EventPublisher {
+            outbox: outbox.clone(),
+            store: store.clone(),
+            bus: deps.bus.clone(),
+            relay_wake: relay_wake.clone(),
+            updates: updates.clone(),
+        };
+        let lifecycle = Arc::new(Lifecycle {
+            store: store.clone(),
+            ledger: ledger.clone(),
+            janitor: janitor.clone(),
+            keep_videos: settings.keep_videos,
+        });
+        let sweeper = Sweeper {
+            ledger: ledger.clone(),
+            store: store.clone(),
+            janitor: janitor.clone(),
+            publisher: publisher.clone(),
+            retention: settings.retention,
+        };
         let state = AppState {
             tokens: Arc::new(TokenVerifier::new(
                 accounts.clone(),
@@ -143,18 +205,17 @@ impl Application {
             accounts: accounts.clone(),
             blobs: deps.blobs.clone(),
             store: store.clone(),
-            publisher: EventPublisher {
-                outbox: outbox.clone(),
-                store: store.clone(),
-                bus: deps.bus.clone(),
-                relay_wake: relay_wake.clone(),
-                updates: updates.clone(),
-            },
+            publisher,
             updates,
             max_upload_bytes: settings.max_upload_bytes,
             public_base_url: settings.public_base_url.clone().into(),
             sse_poll_interval: settings.sse_poll_interval,
             shutdown: shutdown.clone(),
+            limits: Arc::new(RateLimits::new(settings.rate_limits)),
+            retention: settings.retention,
+            ledger,
+            janitor,
+            trust_forwarded_for: settings.trust_forwarded_for,
         };
         let health = Health::new(vec![
             Arc::new(AccountsReadiness(accounts)),
@@ -176,6 +237,10 @@ impl Application {
             relay_wake,
             outbox_poll_interval: settings.outbox_poll_interval,
             indexes,
+            ledger_indexes,
+            lifecycle,
+            sweeper,
+            retention_sweep_interval: settings.retention_sweep_interval,
             shutdown,
         })
     }
@@ -188,7 +253,8 @@ impl Application {
         self.address.port()
     }
 
-    /// The HTTP router with request ids and tracing (also usable without a listener).
+    /// The HTTP router with request ids, trace context, a span per request, the access log and
+    /// HTTP metrics (also usable without a listener).
     fn router(&self) -> Router {
         let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request
@@ -197,15 +263,25 @@ impl Application {
                 .and_then(|id| id.header_value().to_str().ok())
                 .unwrap_or("-")
                 .to_owned();
+            let trace_id = request
+                .extensions()
+                .get::<TraceContext>()
+                .map(TraceContext::trace_id_hex)
+                .unwrap_or_default();
             // The path only: query strings may carry ids the logs do not need.
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), %request_id)
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), %request_id, %trace_id)
         });
         routes::router(self.state.clone())
             .merge(self.health.clone().router())
+            // Route layers see the matched route template (`/jobs/{id}`), never the raw path.
+            .route_layer(from_fn(observability::record_route))
+            .route_layer(from_fn(platform::metrics::track_http))
             .layer(
                 ServiceBuilder::new()
                     .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                    .layer(from_fn(observability::trace_context))
                     .layer(trace)
+                    .layer(from_fn(observability::access_log))
                     .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
             )
     }
@@ -228,15 +304,20 @@ impl Application {
         let indexes = {
             let shutdown = internal.clone();
             let pending = self.indexes;
+            let ledger = self.ledger_indexes;
             async move {
                 if let Some((store, outbox)) = pending {
-                    ensure_indexes(store, outbox, shutdown).await;
+                    ensure_indexes(store, outbox, shutdown.clone()).await;
+                }
+                if let Some(ledger) = ledger {
+                    ensure_ledger_indexes(ledger, shutdown).await;
                 }
             }
         };
         let feeder = Arc::new(EventStoreFeeder {
             store: self.state.store.clone(),
             updates: self.state.updates.clone(),
+            lifecycle: self.lifecycle.clone(),
         });
         let consumer = {
             let bus = self.bus.clone();
@@ -257,9 +338,17 @@ impl Application {
             self.outbox_poll_interval,
             internal.clone(),
         );
+        let sweeper = self
+            .sweeper
+            .run(self.retention_sweep_interval, internal.clone());
+        let housekeeping = self
+            .state
+            .limits
+            .clone()
+            .housekeeping(RATE_LIMIT_HOUSEKEEPING, internal.clone());
         tracing::info!(address = %self.address, "gateway listening");
         let server = platform::health::serve(self.listener, router, internal.clone());
-        let (served, _, _, _) = tokio::join!(
+        let (served, _, _, _, _, _) = tokio::join!(
             async {
                 let result = server.await;
                 // If the server stops by itself, the workers must stop too.
@@ -268,11 +357,30 @@ impl Application {
             },
             consumer,
             relay,
-            indexes
+            indexes,
+            sweeper,
+            housekeeping
         );
         forwarder.abort();
         tracing::info!("gateway stopped");
         served.context("HTTP server failed")
+    }
+}
+
+async fn ensure_ledger_indexes(ledger: MongoRetentionLedger, shutdown: CancellationToken) {
+    let mut backoff = platform::retry::reconnect().build();
+    loop {
+        let result = tokio::select! {
+            result = ledger.ensure_indexes() => result,
+            _ = shutdown.cancelled() => return,
+        };
+        let Err(e) = result else { return };
+        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
+        tracing::warn!(error = %e, ?delay, "cannot create the retention ledger's indexes yet; retrying");
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
 }
 

@@ -86,7 +86,12 @@ impl TokenVerifier {
                 *self.keys.write().expect("not poisoned") = Some(set.clone());
                 Ok(Some(set))
             }
-            Err(AccountsError::Unavailable(reason)) | Err(AccountsError::Internal(reason)) => {
+            Err(
+                error @ (AccountsError::Unavailable(_)
+                | AccountsError::Internal(_)
+                | AccountsError::CircuitOpen { .. }),
+            ) => {
+                let reason = error.to_string();
                 match self.cached() {
                     // Keep trusting the keys we have while auth is away.
                     Some(keys) => {

@@ -41,6 +41,9 @@ impl From<AccountsError> for ApiError {
             AccountsError::Unavailable(detail) => {
                 ApiError::unavailable("authentication service", detail)
             }
+            error @ AccountsError::CircuitOpen { retry_after } => {
+                ApiError::unavailable_for("authentication service", error, retry_after)
+            }
             AccountsError::Internal(detail) => {
                 ApiError::Internal(anyhow::anyhow!("auth service: {detail}"))
             }
@@ -77,12 +80,14 @@ fn wants_json(headers: &HeaderMap) -> bool {
 }
 
 /// Exchanges HTTP Basic credentials for a token: plain text by default (as the original
-/// service answered), `{token, expires_at}` with `Accept: application/json`.
+/// service answered), `{token, expires_at}` with `Accept: application/json`. Attempts are
+/// limited per client address (`LOGINS_PER_MINUTE`) before auth is asked.
 pub async fn login(
     State(state): State<AppState>,
     ClientAddress(client_address): ClientAddress,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    state.limits.admit_login(&client_address)?;
     let basic = basic_credentials(&headers)?.ok_or_else(|| {
         ApiError::InvalidCredentials(
             "send the email and password with HTTP Basic authentication".into(),

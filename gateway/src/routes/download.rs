@@ -1,12 +1,13 @@
 //! MP3 downloads: `GET /download?fid=<mp3 file id>` (the original route) and
 //! `GET /jobs/{id}/mp3`. Streamed from blob storage with `Content-Length`, `ETag`,
 //! `Content-Disposition` and single byte ranges. Only the owner may download; anyone else gets
-//! the same 404 as for a file that does not exist.
+//! the same 404 as for a file that does not exist. An MP3 that expired answers 410 Gone.
 
 use super::jobs::owned_job;
 use super::{AppState, CurrentUser, parse_job_id};
 use crate::error::ApiError;
 use crate::filenames::{SafeFilename, content_disposition};
+use crate::retention::{describe, expires_at};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -14,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use futures::TryStreamExt;
 use platform::blob::{BlobError, BlobInfo, Bucket, parse_id};
-use proto::JobStatus;
+use proto::{JobState, JobStatus};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -46,12 +47,14 @@ pub async fn download_by_file_id(
         .fid
         .ok_or_else(|| ApiError::BadRequest("fid is required: /download?fid=<file id>".into()))?;
     parse_id(&fid).map_err(storage_error)?;
-    let info = state
+    let Some(info) = state
         .blobs
         .info(Bucket::Mp3s, &fid)
         .await
         .map_err(storage_error)?
-        .ok_or_else(not_found)?;
+    else {
+        return Err(missing_mp3(&state, &user, &fid).await);
+    };
     if owner_of(&info) != Some(user.id.as_str()) {
         return Err(not_found());
     }
@@ -69,7 +72,8 @@ pub async fn download_job_mp3(
     let job = owned_job(&state, &user, job_id).await?;
     match job.status {
         JobStatus::Succeeded => {}
-        JobStatus::Deleted | JobStatus::Expired => return Err(not_found()),
+        JobStatus::Expired => return Err(expired(&state, &job)),
+        JobStatus::Deleted => return Err(not_found()),
         JobStatus::Failed => {
             return Err(ApiError::Conflict(format!(
                 "the conversion failed: {}",
@@ -99,6 +103,38 @@ pub async fn download_job_mp3(
         return Err(not_found());
     }
     serve(&state, info, &headers).await
+}
+
+/// 410 for the MP3 of an expired job, saying when and why it went.
+fn expired(state: &AppState, job: &JobState) -> ApiError {
+    let when = job
+        .finished_at
+        .and_then(|finished| expires_at(finished, state.retention))
+        .map(|at| {
+            format!(
+                " on {}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .unwrap_or_default();
+    ApiError::Gone(format!(
+        "this MP3 expired{when} and was deleted: files are kept for {} after conversion",
+        describe(state.retention)
+    ))
+}
+
+/// Why the MP3 with this id is not there: 410 when it belonged to the caller's expired job,
+/// else the usual 404.
+async fn missing_mp3(state: &AppState, user: &CurrentUser, file_id: &str) -> ApiError {
+    let job_id = match state.ledger.job_of_mp3(file_id).await {
+        Ok(Some(job_id)) => job_id,
+        Ok(None) => return not_found(),
+        Err(e) => return ApiError::unavailable("job store", e),
+    };
+    match owned_job(state, user, job_id).await {
+        Ok(job) if job.status == JobStatus::Expired => expired(state, &job),
+        _ => not_found(),
+    }
 }
 
 fn owner_of(info: &BlobInfo) -> Option<&str> {

@@ -1,16 +1,19 @@
 //! `/jobs`: the caller's jobs, each one's state (the fold of its events), a live event stream,
 //! and deletion. A job of someone else is answered exactly like a job that does not exist.
+//! A finished job shows when it expires (`expires_at` = finished + `RETENTION`).
 
 use super::{AppState, CurrentUser, parse_job_id};
 use crate::error::ApiError;
 use crate::event_store::JobPage;
+use crate::observability;
+use crate::retention::{DeleteReason, expires_at};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use platform::blob::{BlobError, Bucket};
+use chrono::{DateTime, Utc};
 use proto::events::{JobDeleted, JobEvent};
 use proto::{Envelope, JobState, JobStatus};
 use serde::{Deserialize, Serialize};
@@ -32,6 +35,9 @@ pub struct JobView {
     state: JobState,
     /// The requested quality in its familiar form (`V2`, `192 kbps`); `null` = default.
     quality_label: Option<String>,
+    /// When the job's files are (or were) deleted: `RETENTION` after it finished; `null` while
+    /// it runs or once deleted by its owner.
+    expires_at: Option<DateTime<Utc>>,
     links: serde_json::Value,
 }
 
@@ -43,8 +49,15 @@ fn view(state: &AppState, job: JobState) -> JobView {
             .expect("links are an object")
             .remove("download");
     }
+    let expires_at = match job.status {
+        JobStatus::Succeeded | JobStatus::Failed | JobStatus::Expired => job
+            .finished_at
+            .and_then(|finished| expires_at(finished, state.retention)),
+        JobStatus::Submitted | JobStatus::Converting | JobStatus::Deleted => None,
+    };
     JobView {
         quality_label: job.quality.map(|q| q.to_string()),
+        expires_at,
         state: job,
         links,
     }
@@ -130,6 +143,10 @@ pub async fn status(
 }
 
 /// `DELETE /jobs/{id}`: removes the video and the MP3 and records `JobDeleted`.
+///
+/// A conversion may still be running: an MP3 stored before `JobDeleted` is in the store is
+/// found by the second pass below, one stored after it by the event-store consumer when the
+/// success event arrives (it sees the job deleted), so none outlives its job.
 pub async fn delete(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -137,30 +154,21 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let job_id = parse_job_id(&id)?;
     let job = owned_job(&state, &user, job_id).await?;
-    let mut targets: Vec<(Bucket, String)> = Vec::new();
-    if let Some(video) = &job.video_file_id {
-        targets.push((Bucket::Videos, video.clone()));
-    }
-    if let Some(mp3) = &job.mp3_file_id {
-        targets.push((Bucket::Mp3s, mp3.clone()));
-    }
-    // An MP3 stored by the converter whose success event has not arrived yet.
-    let by_job = state
-        .blobs
-        .find_by_metadata(Bucket::Mp3s, "job_id", &job_id.to_string())
+    let files_unavailable = |e| ApiError::unavailable("file storage", e);
+    state
+        .janitor
+        .delete_videos(
+            job_id,
+            &[job.video_file_id.as_deref()],
+            DeleteReason::Deleted,
+        )
         .await
-        .map_err(|e| ApiError::unavailable("file storage", e))?;
-    if let Some(mp3) = by_job
-        && !targets.iter().any(|(_, id)| *id == mp3.id)
-    {
-        targets.push((Bucket::Mp3s, mp3.id));
-    }
-    for (bucket, file_id) in targets {
-        match state.blobs.delete(bucket, &file_id).await {
-            Ok(_) | Err(BlobError::NotFound) | Err(BlobError::InvalidId(_)) => {}
-            Err(e) => return Err(ApiError::unavailable("file storage", e)),
-        }
-    }
+        .map_err(files_unavailable)?;
+    state
+        .janitor
+        .delete_mp3s(job_id, &[job.mp3_file_id.as_deref()], DeleteReason::Deleted)
+        .await
+        .map_err(files_unavailable)?;
     if job.status != JobStatus::Deleted {
         let event = Envelope::new(
             job_id,
@@ -168,13 +176,19 @@ pub async fn delete(
             JobEvent::JobDeleted(JobDeleted {
                 owner_id: user.id.clone(),
             }),
-        );
+        )
+        .with_traceparent(Some(observability::downstream_traceparent()));
         state
             .publisher
             .publish(&event)
             .await
             .map_err(store_unavailable)?;
         tracing::info!(%job_id, owner_id = %user.id, "job deleted");
+        state
+            .janitor
+            .delete_mp3s(job_id, &[], DeleteReason::Deleted)
+            .await
+            .map_err(files_unavailable)?;
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -8,7 +8,10 @@ mod upload;
 use crate::accounts::Accounts;
 use crate::error::{self, ApiError};
 use crate::event_store::EventStore;
+use crate::observability::RequestRecord;
 use crate::pipeline::{EventPublisher, JobUpdates};
+use crate::rate_limit::RateLimits;
+use crate::retention::{FileJanitor, RetentionLedger};
 use crate::tokens::{TokenError, TokenVerifier};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
@@ -16,7 +19,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use platform::blob::BlobStore;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +39,14 @@ pub struct AppState {
     pub sse_poll_interval: Duration,
     /// Fires on shutdown so long-lived responses (SSE) end and the server can stop.
     pub shutdown: CancellationToken,
+    pub limits: Arc<RateLimits>,
+    /// `RETENTION`: a finished job expires this long after it finished.
+    pub retention: Duration,
+    /// Finished jobs awaiting expiry (to recognise the file id of an expired MP3).
+    pub ledger: Arc<dyn RetentionLedger>,
+    pub janitor: FileJanitor,
+    /// `TRUST_FORWARDED_FOR`.
+    pub trust_forwarded_for: bool,
 }
 
 impl AppState {
@@ -55,6 +66,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .merge(crate::web::router())
         .route("/login", post(accounts::login))
         .route("/signup", post(accounts::signup))
         // The upload handler enforces MAX_UPLOAD_BYTES itself while streaming.
@@ -102,10 +114,13 @@ impl FromRequestParts<AppState> for CurrentUser {
             return Err(ApiError::Unauthorized("missing bearer token".into()));
         }
         match state.tokens.verify(token).await {
-            Ok(claims) => Ok(CurrentUser {
-                id: claims.sub,
-                email: claims.email,
-            }),
+            Ok(claims) => {
+                RequestRecord::note_user(&parts.extensions, &claims.sub);
+                Ok(CurrentUser {
+                    id: claims.sub,
+                    email: claims.email,
+                })
+            }
             Err(TokenError::Rejected(reason)) => Err(ApiError::Unauthorized(reason)),
             Err(TokenError::KeysUnavailable(detail)) => {
                 Err(ApiError::unavailable("authentication service", detail))
@@ -114,23 +129,80 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
-/// The client's address as seen by the gateway (for auth's per-address rate limiting).
+/// The client's address (for per-address rate limits, here and in auth): the socket peer, or,
+/// with `TRUST_FORWARDED_FOR` (behind an ingress that sets it), the first `X-Forwarded-For` hop.
 pub struct ClientAddress(pub String);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let address = parts
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|info| info.0.ip().to_string())
+            .map(|info| info.0.ip());
+        let forwarded = state
+            .trust_forwarded_for
+            .then(|| first_forwarded_hop(&parts.headers))
+            .flatten();
+        let address = forwarded
+            .or(peer)
+            .map(|ip| ip.to_string())
             .unwrap_or_default();
         Ok(ClientAddress(address))
     }
 }
 
+/// The client as the first proxy saw it: the leftmost `X-Forwarded-For` entry, when it is an IP
+/// address (optionally with a port).
+fn first_forwarded_hop(headers: &axum::http::HeaderMap) -> Option<IpAddr> {
+    let first = headers
+        .get("x-forwarded-for")?
+        .to_str()
+        .ok()?
+        .split(',')
+        .next()?
+        .trim();
+    first
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| first.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// Parses a job id from the path; anything but a UUID is a 400, never a 500.
 pub fn parse_job_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderMap;
+
+    fn forwarded(value: &str) -> Option<IpAddr> {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", value.parse().unwrap());
+        first_forwarded_hop(&headers)
+    }
+
+    #[test]
+    fn the_first_forwarded_hop_is_the_client() {
+        assert_eq!(
+            forwarded("203.0.113.7, 10.0.0.2, 10.0.0.3"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded(" 2001:db8::1 "),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(
+            forwarded("203.0.113.7:5123"),
+            Some("203.0.113.7".parse().unwrap())
+        );
+        assert_eq!(forwarded("unknown, 10.0.0.2"), None);
+        assert_eq!(first_forwarded_hop(&HeaderMap::new()), None);
+    }
 }

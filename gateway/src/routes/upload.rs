@@ -3,10 +3,14 @@
 //! Memory stays flat whatever the size: each multipart chunk is written to the blob store before
 //! the next is read. A file over `MAX_UPLOAD_BYTES`, a second file part or a malformed body aborts
 //! the stored upload, so nothing of a refused request stays behind.
+//!
+//! Each user has at most `MAX_CONCURRENT_UPLOADS` uploads in progress and may start
+//! `UPLOADS_PER_MINUTE`; the `JobSubmitted` event carries the request's trace context.
 
 use super::{AppState, CurrentUser};
 use crate::error::ApiError;
 use crate::filenames::SafeFilename;
+use crate::observability;
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::rejection::QueryRejection;
@@ -102,6 +106,24 @@ fn blob_error(error: BlobError) -> ApiError {
 }
 
 pub async fn upload(
+    state: State<AppState>,
+    user: CurrentUser,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, ApiError> {
+    let result = accept(state, user, query, headers, multipart).await;
+    observability::upload_outcome(match &result {
+        Ok(_) => "accepted",
+        Err(ApiError::PayloadTooLarge { .. }) => "too_large",
+        Err(ApiError::RateLimited { .. }) => "rate_limited",
+        Err(ApiError::Unavailable { .. } | ApiError::Internal(_)) => "unavailable",
+        Err(_) => "rejected",
+    });
+    result
+}
+
+async fn accept(
     State(state): State<AppState>,
     user: CurrentUser,
     query: Result<Query<UploadQuery>, QueryRejection>,
@@ -123,6 +145,14 @@ pub async fn upload(
             e.body_text()
         ))
     })?;
+    // Held until the response is ready: the upload's slot among the user's concurrent ones.
+    let _slot = match state.limits.admit_upload(&user.id) {
+        Ok(slot) => slot,
+        Err(refused) => {
+            drain(&mut multipart).await;
+            return Err(refused);
+        }
+    };
     // A declared length far over the limit is refused before a byte is stored (what is drained
     // is discarded unread).
     let declared = headers
@@ -186,7 +216,8 @@ pub async fn upload(
             size_bytes: size,
             quality,
         }),
-    );
+    )
+    .with_traceparent(Some(observability::downstream_traceparent()));
     if let Err(e) = state.publisher.publish(&event).await {
         // Without the outbox entry nobody would ever convert the file: refuse and clean up.
         if let Err(cleanup) = state.blobs.delete(Bucket::Videos, &stored.id).await {
@@ -194,6 +225,7 @@ pub async fn upload(
         }
         return Err(ApiError::unavailable("job store", e));
     }
+    observability::upload_bytes(size);
     tracing::info!(%job_id, owner_id = %user.id, size, "video accepted");
 
     let status_link = state.link(&format!("/jobs/{job_id}"));

@@ -39,7 +39,12 @@ pub struct Options {
     pub mongodb_uri: Option<String>,
     /// Where the gateway looks for auth; default: an auth started for this test.
     pub auth_grpc_url: Option<String>,
+    /// Any other change to the test settings (retention, rate limits, breaker, ...).
+    pub configure: Option<Configure>,
 }
+
+/// A change to the gateway's test settings.
+pub type Configure = Box<dyn FnOnce(&mut Settings) + Send>;
 
 pub struct TestApp {
     pub address: String,
@@ -81,6 +86,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let mut settings = Settings::for_tests(&auth_grpc_url, &mongodb_uri, &amqp_url);
     if let Some(max) = options.max_upload_bytes {
         settings.max_upload_bytes = max;
+    }
+    if let Some(configure) = options.configure {
+        configure(&mut settings);
     }
     let jobs_database = settings.jobs_database.clone();
     let blobs = Arc::new(GridFsStore::new(&mongodb_uri).await.expect("MongoDB URI"));
@@ -402,6 +410,48 @@ impl TestApp {
         }
         let info = upload.finish().await.unwrap();
         (info.id, info.length)
+    }
+
+    /// Whether the file exists in `bucket`, and how many GridFS chunks carry its id.
+    pub async fn file_and_chunks(&self, bucket: Bucket, file_id: &str) -> (bool, u64) {
+        let oid = mongodb::bson::oid::ObjectId::parse_str(file_id).expect("a file id");
+        let database = self.mongo.database(bucket.database());
+        let files = database
+            .collection::<mongodb::bson::Document>("fs.files")
+            .count_documents(mongodb::bson::doc! {"_id": oid})
+            .await
+            .unwrap();
+        let chunks = database
+            .collection::<mongodb::bson::Document>("fs.chunks")
+            .count_documents(mongodb::bson::doc! {"files_id": oid})
+            .await
+            .unwrap();
+        (files > 0, chunks)
+    }
+
+    /// Waits until the file and all its chunks are gone.
+    pub async fn wait_until_deleted(&self, bucket: Bucket, file_id: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (exists, chunks) = self.file_and_chunks(bucket, file_id).await;
+            if !exists && chunks == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{bucket:?} file {file_id} still there (file: {exists}, chunks: {chunks})"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The job's events as the gateway's event store holds them.
+    pub async fn stored_events(&self, job_id: &str) -> Vec<Envelope> {
+        use gateway::event_store::{EventStore, MongoEventStore};
+        MongoEventStore::new(&self.mongo, &self.jobs_database)
+            .events_of_job(Uuid::parse_str(job_id).unwrap())
+            .await
+            .expect("event store readable")
     }
 
     /// Files in `bucket` whose metadata names `owner_id`.

@@ -2,11 +2,15 @@
 //! Run with `scripts/test.sh -p gateway`.
 
 mod accounts;
+mod auth_outage;
 mod big_upload;
 mod download;
 mod health;
 mod helpers;
 mod jobs;
+mod observability;
 mod outbox;
+mod rate_limits;
 mod resilience;
+mod retention;
 mod upload;
