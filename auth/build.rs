@@ -1,4 +1,6 @@
-//! Rebuilds the crate when a migration changes: `sqlx::migrate!` embeds them at compile time.
+//! Rebuilds the crate when a migration changes: `sqlx::migrate!` embeds them at compile time
+//! (MySQL's from `migrations/`, SQLite's from `migrations/sqlite/`).
 fn main() {
     println!("cargo:rerun-if-changed=../migrations");
+    println!("cargo:rerun-if-changed=../migrations/sqlite");
 }

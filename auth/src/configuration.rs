@@ -2,7 +2,7 @@
 //!
 //! | Variable | Default | Meaning |
 //! |---|---|---|
-//! | `DATABASE_URL` | `mysql://root@127.0.0.1:3306/auth` | MySQL 8 / MariaDB 10.11 database (created if missing and allowed) |
+//! | `DATABASE_URL` | `mysql://root@127.0.0.1:3306/auth` | `mysql://` / `mariadb://`: MySQL 8 / MariaDB 10.11 database (created if missing and allowed); `sqlite://path`: a SQLite file (created if missing) |
 //! | `GRPC_ADDR` | `0.0.0.0:50051` | gRPC listener (`auth.v1.Auth`, health, reflection) |
 //! | `HTTP_ADDR` | `0.0.0.0:8081` | `/healthz` and `/readyz` |
 //! | `TOKEN_TTL` | `24h` | lifetime of issued tokens (`30m`, `24h`, `7d`, ...) |
@@ -16,6 +16,7 @@ use crate::domain::{EmailAddress, Password};
 use crate::keys::SigningKey;
 use crate::login_limiter::LoginLimits;
 use crate::passwords::HashingParams;
+use crate::store::DatabaseKind;
 use platform::ConfigError;
 use platform::config::{self, defaults};
 use proto::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
@@ -53,15 +54,30 @@ pub struct DemoUser {
 
 impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
-        let database_url = config::string_or("DATABASE_URL", defaults::DATABASE_URL);
-        if !(database_url.starts_with("mysql://") || database_url.starts_with("mariadb://")) {
-            return Err(ConfigError::new(
-                "DATABASE_URL",
-                &redact_url(&database_url),
-                "expected a mysql:// or mariadb:// URL",
-            ));
-        }
-        if let Err(e) = database_url.parse::<sqlx::mysql::MySqlConnectOptions>() {
+        Self::from_env_with_database(defaults::DATABASE_URL)
+    }
+
+    /// As [`Settings::from_env`], with another database when `DATABASE_URL` is unset: the
+    /// all-in-one mode passes a SQLite file (`sqlite://data/auth.db`) and switches to MySQL only
+    /// when the variable names one.
+    pub fn from_env_with_database(default_database_url: &str) -> Result<Self, ConfigError> {
+        let database_url = config::string_or("DATABASE_URL", default_database_url);
+        let parsed = match DatabaseKind::of(&database_url) {
+            Ok(DatabaseKind::MySql) => database_url
+                .parse::<sqlx::mysql::MySqlConnectOptions>()
+                .map(drop),
+            Ok(DatabaseKind::Sqlite) => database_url
+                .parse::<sqlx::sqlite::SqliteConnectOptions>()
+                .map(drop),
+            Err(unsupported) => {
+                return Err(ConfigError::new(
+                    "DATABASE_URL",
+                    &redact_url(&database_url),
+                    unsupported,
+                ));
+            }
+        };
+        if let Err(e) = parsed {
             return Err(ConfigError::new(
                 "DATABASE_URL",
                 &redact_url(&database_url),
@@ -282,6 +298,19 @@ mod tests {
         assert_eq!(settings.password_hashing, HashingParams::default());
         assert!(settings.signing_key.is_none() && settings.demo_user.is_none());
 
+        // The all-in-one default applies only while DATABASE_URL is unset.
+        let settings = Settings::from_env_with_database("sqlite://data/auth.db").unwrap();
+        assert_eq!(settings.database_url, "sqlite://data/auth.db");
+        set("DATABASE_URL", "sqlite:///var/lib/auth/auth.db?mode=rwc");
+        let settings = Settings::from_env_with_database("sqlite://data/auth.db").unwrap();
+        assert_eq!(
+            settings.database_url,
+            "sqlite:///var/lib/auth/auth.db?mode=rwc"
+        );
+        set("DATABASE_URL", "mariadb://auth:pw@db:3306/auth");
+        Settings::from_env().unwrap();
+        clear();
+
         set("TOKEN_TTL", "30m");
         set("LOGIN_MAX_FAILURES_PER_EMAIL", "3");
         set("LOGIN_FAILURE_WINDOW", "5m");
@@ -300,7 +329,9 @@ mod tests {
         error_for("TOKEN_TTL", "0s");
         error_for("GRPC_ADDR", "nope");
         error_for("LOGIN_MAX_FAILURES_PER_ADDRESS", "0");
-        error_for("DATABASE_URL", "postgres://x:secret@db/x");
+        let line = error_for("DATABASE_URL", "postgres://x:secret@db/x");
+        assert!(!line.contains("secret"), "{line}");
+        error_for("DATABASE_URL", "sqlite://auth.db?mode=sideways");
         let line = error_for(
             "SIGNING_KEY_PEM",
             "-----BEGIN PRIVATE KEY-----\nsecret-bits",

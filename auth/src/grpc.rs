@@ -3,6 +3,7 @@
 use crate::accounts::Accounts;
 use crate::error::AuthError;
 use crate::keys::ALGORITHM;
+use crate::telemetry;
 use crate::tokens::TokenService;
 use proto::auth::v1::{
     Claims, GetVerificationKeysRequest, LoginRequest, LoginResponse, RegisterRequest,
@@ -35,10 +36,12 @@ impl Auth for AuthService {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
         let RegisterRequest { email, password } = request.into_inner();
-        let user = self
+        let result = self
             .accounts
             .register(&email, SecretString::from(password))
-            .await?;
+            .await;
+        telemetry::record_registration(&result);
+        let user = result?;
         Ok(Response::new(RegisterResponse {
             user_id: user.id,
             email: user.email.to_string(),
@@ -56,10 +59,12 @@ impl Auth for AuthService {
             client_address,
         } = request.into_inner();
         let client = client_key(&client_address, peer);
-        let issued = self
+        let result = self
             .accounts
             .login(&email, SecretString::from(password), &client)
-            .await?;
+            .await;
+        telemetry::record_login(&result);
+        let issued = result?;
         Ok(Response::new(LoginResponse {
             token: issued.token,
             expires_at: issued.claims.exp,

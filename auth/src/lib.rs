@@ -1,7 +1,7 @@
-//! The auth service: registers accounts (argon2id password hashes in MySQL), exchanges
-//! credentials for EdDSA-signed JWTs, validates them and publishes the public keys that let
-//! other services validate them locally. Served over gRPC (`auth.v1.Auth`, with health and
-//! reflection), plus `/healthz` and `/readyz` over HTTP.
+//! The auth service: registers accounts (argon2id password hashes in MySQL, or in SQLite for the
+//! all-in-one mode), exchanges credentials for EdDSA-signed JWTs, validates them and publishes the
+//! public keys that let other services validate them locally. Served over gRPC (`auth.v1.Auth`,
+//! with health and reflection), plus `/healthz`, `/readyz` and `/metrics` over HTTP.
 
 pub mod accounts;
 pub mod configuration;
@@ -15,6 +15,7 @@ pub mod operators;
 pub mod passwords;
 pub mod startup;
 pub mod store;
+pub mod telemetry;
 pub mod tokens;
 
 pub use configuration::Settings;

@@ -7,7 +7,8 @@ use crate::health::{DatabaseReadiness, report_grpc_health};
 use crate::keys::KeyRing;
 use crate::login_limiter::LoginLimiter;
 use crate::passwords::PasswordHasher;
-use crate::store::{MySqlStore, UserStore};
+use crate::store::{self, Store, UserStore};
+use crate::telemetry::GrpcTelemetryLayer;
 use crate::tokens::TokenService;
 use anyhow::Context;
 use backon::BackoffBuilder;
@@ -38,17 +39,17 @@ pub struct Application {
 pub(crate) struct Core {
     pub accounts: Accounts,
     pub tokens: Arc<TokenService>,
-    pub store: Arc<MySqlStore>,
+    pub store: Arc<dyn Store>,
 }
 
 impl Core {
-    /// Connects (waiting for the database with `backoff`), migrates, and loads or creates the key.
+    /// Connects to the database `DATABASE_URL` names — MySQL/MariaDB or SQLite, by its scheme —
+    /// (waiting for it with `backoff`), migrates, and loads or creates the key.
     pub(crate) async fn assemble(
         settings: &Settings,
         backoff: impl BackoffBuilder,
     ) -> anyhow::Result<Self> {
-        let store = Arc::new(MySqlStore::connect(&settings.database_url, backoff).await?);
-        store.migrate().await?;
+        let store = store::open(&settings.database_url, backoff).await?;
         let keys = KeyRing::load(store.as_ref(), settings.signing_key.as_ref())
             .await
             .context("loading the signing key")?;
@@ -60,7 +61,7 @@ impl Core {
         ));
         let hasher = PasswordHasher::new(settings.password_hashing).await?;
         let accounts = Accounts::new(
-            store.clone(),
+            store.clone() as Arc<dyn UserStore>,
             hasher,
             tokens.clone(),
             LoginLimiter::new(settings.login_limits),
@@ -77,6 +78,7 @@ impl Application {
     /// Connects to the database (waiting while it is unreachable), applies migrations, loads or
     /// creates the signing key, creates the demo user if configured, and binds both listeners.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        crate::telemetry::install_metrics();
         let core = Core::assemble(&settings, platform::retry::reconnect()).await?;
         if let Some(demo) = &settings.demo_user {
             let created = core
@@ -100,7 +102,7 @@ impl Application {
             grpc_listener,
             http_listener,
             service: AuthService::new(core.accounts, core.tokens),
-            users: core.store,
+            users: core.store as Arc<dyn UserStore>,
         })
     }
 
@@ -133,6 +135,7 @@ impl Application {
 
         let grpc = tonic::transport::Server::builder()
             .timeout(REQUEST_TIMEOUT)
+            .layer(GrpcTelemetryLayer)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(AuthServer::new(self.service).max_decoding_message_size(MAX_REQUEST_BYTES))

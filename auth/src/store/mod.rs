@@ -1,15 +1,67 @@
 //! The persistence seam: accounts and signing keys behind traits, so the service does not know
-//! which database it talks to. [`MySqlStore`] is the implementation today; a SQLite one can be
-//! added for the all-in-one mode (the queries stick to portable SQL for that reason).
+//! which database it talks to. [`MySqlStore`] serves deployments; [`SqliteStore`] serves the
+//! all-in-one mode. [`open`] picks one by the scheme of `DATABASE_URL`.
 
 mod mysql;
+mod sqlite;
 
 pub use mysql::MySqlStore;
+pub use sqlite::SqliteStore;
 
 use crate::domain::EmailAddress;
 use async_trait::async_trait;
+use backon::BackoffBuilder;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
+use std::sync::Arc;
+
+/// The database engines `DATABASE_URL` may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// `mysql://` or `mariadb://`: MySQL 8 / MariaDB 10.11.
+    MySql,
+    /// `sqlite:` (`sqlite://path`, `sqlite:path`, `sqlite::memory:`): a local file.
+    Sqlite,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("expected a mysql://, mariadb:// or sqlite: URL")]
+pub struct UnsupportedDatabase;
+
+impl DatabaseKind {
+    /// The engine named by the URL's scheme.
+    pub fn of(url: &str) -> Result<Self, UnsupportedDatabase> {
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(Self::MySql)
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else {
+            Err(UnsupportedDatabase)
+        }
+    }
+}
+
+/// Both halves of the seam, as one object.
+pub trait Store: UserStore + SigningKeyStore {}
+
+impl<T: UserStore + SigningKeyStore> Store for T {}
+
+/// Connects to the database `url` names (waiting for it with `backoff`) and applies the pending
+/// migrations of that engine.
+pub async fn open(url: &str, backoff: impl BackoffBuilder) -> anyhow::Result<Arc<dyn Store>> {
+    match DatabaseKind::of(url)? {
+        DatabaseKind::MySql => {
+            let store = MySqlStore::connect(url, backoff).await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        DatabaseKind::Sqlite => {
+            let store = SqliteStore::connect(url, backoff).await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+    }
+}
 
 /// An account as stored.
 #[derive(Debug, Clone)]
@@ -71,4 +123,31 @@ pub trait SigningKeyStore: Send + Sync {
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError>;
     /// Inserts the key; [`StoreError::Conflict`] when its generation (or kid) already exists.
     async fn insert_signing_key(&self, key: &NewSigningKey) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_chooses_the_engine() {
+        for url in ["mysql://root@db:3306/auth", "mariadb://auth:pw@db/auth"] {
+            assert_eq!(DatabaseKind::of(url).unwrap(), DatabaseKind::MySql, "{url}");
+        }
+        for url in [
+            "sqlite://data/auth.db",
+            "sqlite:///var/lib/auth.db?mode=rwc",
+            "sqlite:auth.db",
+            "sqlite::memory:",
+        ] {
+            assert_eq!(
+                DatabaseKind::of(url).unwrap(),
+                DatabaseKind::Sqlite,
+                "{url}"
+            );
+        }
+        for url in ["postgres://db/auth", "mysql:db", "auth.db", ""] {
+            assert!(DatabaseKind::of(url).is_err(), "{url}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The `auth` binary: configuration errors and the `create-user` operator command.
 
-use crate::helpers::{PASSWORD, spawn_app_on};
+use crate::helpers::{Backend, PASSWORD, on_both_backends, spawn_app_on};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -35,10 +35,11 @@ fn a_malformed_variable_exits_2_with_one_line_naming_it() {
     );
 }
 
-#[tokio::test]
-async fn create_user_reads_the_password_from_stdin() {
-    let database_url = platform::testing::fresh_mysql_database().await;
-    let env = [("DATABASE_URL", database_url.as_str())];
+on_both_backends!(create_user_reads_the_password_from_stdin);
+
+async fn create_user_reads_the_password_from_stdin(backend: Backend) {
+    let database = backend.fresh_database().await;
+    let env = [("DATABASE_URL", database.url.as_str())];
     let output = run_auth(
         &["create-user", "Ops@Example.com"],
         &env,
@@ -70,7 +71,7 @@ async fn create_user_reads_the_password_from_stdin() {
     assert!(stderr.contains("at least 8 bytes"), "{stderr}");
 
     // The service accepts the password given on stdin (without its newline).
-    let app = spawn_app_on(&database_url, |_| {}).await;
+    let app = spawn_app_on(&database, |_| {}).await;
     app.login("ops@example.com", PASSWORD).await.unwrap();
     assert_eq!(app.user_count().await, 1);
     app.stop().await;

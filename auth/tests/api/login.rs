@@ -1,13 +1,19 @@
 //! Login: every bad credential looks the same from outside, in message and in time.
 
-use crate::helpers::{PASSWORD, expect_code, spawn_app, spawn_app_with, unique_email};
+use crate::helpers::{
+    Backend, PASSWORD, expect_code, on_both_backends, spawn_app, spawn_app_with, unique_email,
+};
 use auth::passwords::HashingParams;
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-#[tokio::test]
-async fn a_wrong_password_is_unauthenticated() {
-    let app = spawn_app().await;
+on_both_backends!(
+    a_wrong_password_is_unauthenticated,
+    an_unknown_email_gets_the_same_error_as_a_wrong_password,
+);
+
+async fn a_wrong_password_is_unauthenticated(backend: Backend) {
+    let app = backend.spawn().await;
     let email = unique_email("wrong");
     app.register(&email, PASSWORD).await.unwrap();
 
@@ -28,9 +34,8 @@ async fn a_wrong_password_is_unauthenticated() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_unknown_email_gets_the_same_error_as_a_wrong_password() {
-    let app = spawn_app().await;
+async fn an_unknown_email_gets_the_same_error_as_a_wrong_password(backend: Backend) {
+    let app = backend.spawn().await;
     let email = unique_email("known");
     app.register(&email, PASSWORD).await.unwrap();
 

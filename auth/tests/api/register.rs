@@ -1,11 +1,19 @@
 //! Register: accepted and refused accounts, and what ends up in the users table.
 
-use crate::helpers::{PASSWORD, expect_code, spawn_app, unique_email};
+use crate::helpers::{Backend, PASSWORD, expect_code, on_both_backends, unique_email};
 use tonic::Code;
 
-#[tokio::test]
-async fn register_login_and_validate_round_trip() {
-    let app = spawn_app().await;
+on_both_backends!(
+    register_login_and_validate_round_trip,
+    a_taken_email_is_already_exists_whatever_its_case,
+    malformed_emails_are_invalid_argument,
+    passwords_outside_8_to_1024_bytes_are_invalid_argument,
+    an_email_shaped_like_sql_injection_is_stored_and_matched_literally,
+    the_stored_password_is_an_argon2id_hash,
+);
+
+async fn register_login_and_validate_round_trip(backend: Backend) {
+    let app = backend.spawn().await;
 
     let registered = app.register("Alice@Example.com", PASSWORD).await.unwrap();
     assert_eq!(registered.email, "alice@example.com");
@@ -41,9 +49,8 @@ async fn register_login_and_validate_round_trip() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_taken_email_is_already_exists_whatever_its_case() {
-    let app = spawn_app().await;
+async fn a_taken_email_is_already_exists_whatever_its_case(backend: Backend) {
+    let app = backend.spawn().await;
     let email = unique_email("dup");
     app.register(&email, PASSWORD).await.unwrap();
 
@@ -65,9 +72,8 @@ async fn a_taken_email_is_already_exists_whatever_its_case() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn malformed_emails_are_invalid_argument() {
-    let app = spawn_app().await;
+async fn malformed_emails_are_invalid_argument(backend: Backend) {
+    let app = backend.spawn().await;
     for email in [
         "",
         "   ",
@@ -94,9 +100,8 @@ async fn malformed_emails_are_invalid_argument() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn passwords_outside_8_to_1024_bytes_are_invalid_argument() {
-    let app = spawn_app().await;
+async fn passwords_outside_8_to_1024_bytes_are_invalid_argument(backend: Backend) {
+    let app = backend.spawn().await;
     let email = unique_email("pw");
     let status = expect_code(app.register(&email, "1234567").await, Code::InvalidArgument);
     assert_eq!(status.message(), "password must be at least 8 bytes long");
@@ -120,9 +125,8 @@ async fn passwords_outside_8_to_1024_bytes_are_invalid_argument() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn an_email_shaped_like_sql_injection_is_stored_and_matched_literally() {
-    let app = spawn_app().await;
+async fn an_email_shaped_like_sql_injection_is_stored_and_matched_literally(backend: Backend) {
+    let app = backend.spawn().await;
     app.register("victim@example.com", "victim's password")
         .await
         .unwrap();
@@ -132,15 +136,13 @@ async fn an_email_shaped_like_sql_injection_is_stored_and_matched_literally() {
     let registered = app.register(sneaky, PASSWORD).await.unwrap();
     assert_eq!(registered.email, "x'or'1'='1@example.com");
     assert_eq!(app.user_count().await, 2);
-    // The column is binary-collated, so MySQL hands it back as bytes.
-    let stored: Vec<Vec<u8>> = sqlx::query_scalar("SELECT email FROM users ORDER BY email")
-        .fetch_all(&app.db)
+    let stored: Vec<String> = app
+        .stored_users()
         .await
-        .unwrap();
-    assert_eq!(
-        stored,
-        [&b"victim@example.com"[..], &b"x'or'1'='1@example.com"[..]]
-    );
+        .into_iter()
+        .map(|u| u.email)
+        .collect();
+    assert_eq!(stored, ["victim@example.com", "x'or'1'='1@example.com"]);
 
     // It logs into its own account only.
     let token = app.login(sneaky, PASSWORD).await.unwrap().token;
@@ -165,36 +167,32 @@ async fn an_email_shaped_like_sql_injection_is_stored_and_matched_literally() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn the_stored_password_is_an_argon2id_hash() {
-    let app = spawn_app().await;
+async fn the_stored_password_is_an_argon2id_hash(backend: Backend) {
+    let app = backend.spawn().await;
     let email = unique_email("hash");
     let registered = app.register(&email, PASSWORD).await.unwrap();
 
-    let (id, stored_email, hash): (String, Vec<u8>, String) =
-        sqlx::query_as("SELECT id, email, password_hash FROM users")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert_eq!(id, registered.user_id);
-    assert_eq!(stored_email, email.to_lowercase().into_bytes());
+    let stored = app.stored_users().await;
+    let [user] = &stored[..] else {
+        panic!("one account expected: {stored:?}");
+    };
+    assert_eq!(user.id, registered.user_id);
+    assert_eq!(user.email, email.to_lowercase());
+    let hash = &user.password_hash;
     assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
     assert!(!hash.contains(PASSWORD));
-    let (created, updated): (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as("SELECT created_at, updated_at FROM users")
-            .fetch_one(&app.db)
-            .await
-            .unwrap();
-    assert!((chrono::Utc::now() - created).num_seconds().abs() < 60);
-    assert_eq!(created, updated);
+    assert!((chrono::Utc::now() - user.created_at).num_seconds().abs() < 60);
+    assert_eq!(user.created_at, user.updated_at);
 
     // The same password registered twice gets two different (salted) hashes.
     let other = unique_email("hash2");
     app.register(&other, PASSWORD).await.unwrap();
-    let hashes: Vec<String> = sqlx::query_scalar("SELECT password_hash FROM users")
-        .fetch_all(&app.db)
+    let hashes: Vec<String> = app
+        .stored_users()
         .await
-        .unwrap();
+        .into_iter()
+        .map(|u| u.password_hash)
+        .collect();
     assert_eq!(hashes.len(), 2);
     assert_ne!(hashes[0], hashes[1]);
     app.stop().await;

@@ -1,6 +1,6 @@
 //! ValidateToken refuses every forged, altered, expired or misdirected token, with a reason.
 
-use crate::helpers::{TestApp, expect_code, spawn_app, unique_email};
+use crate::helpers::{Backend, TestApp, expect_code, on_both_backends, spawn_app, unique_email};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -35,10 +35,11 @@ async fn expect_refused(app: &TestApp, token: &str, reason: &str) {
     assert_eq!(status.message(), format!("invalid token: {reason}"));
 }
 
-#[tokio::test]
-async fn tokens_signed_with_the_stored_key_validate() {
+on_both_backends!(tokens_signed_with_the_stored_key_validate);
+
+async fn tokens_signed_with_the_stored_key_validate(backend: Backend) {
     // Control for the tests below: the forging helper itself produces acceptable tokens.
-    let app = spawn_app().await;
+    let app = backend.spawn().await;
     let claims = claims_for("user-123");
     let token = sign_with_stored_key(&app, &claims).await;
     let validated = app.validate(&token).await.unwrap();
