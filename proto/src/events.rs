@@ -151,7 +151,9 @@ impl Quality {
             .ok_or_else(|| QualityError(format!("quality must be V0 to V9, got {text:?}")))?;
         match digits.parse::<u8>() {
             Ok(level) if level <= 9 && digits.len() == 1 => Ok(Quality::Vbr { level }),
-            _ => Err(QualityError(format!("quality must be V0 to V9, got {text:?}"))),
+            _ => Err(QualityError(format!(
+                "quality must be V0 to V9, got {text:?}"
+            ))),
         }
     }
 
@@ -301,7 +303,9 @@ mod tests {
         let mut envelope = Envelope::new(
             Uuid::now_v7(),
             "gateway",
-            JobEvent::JobExpired(JobExpired { owner_id: "u".into() }),
+            JobEvent::JobExpired(JobExpired {
+                owner_id: "u".into(),
+            }),
         );
         envelope.version = SCHEMA_VERSION + 1;
         let err = Envelope::from_json(&envelope.to_json()).unwrap_err();
@@ -313,7 +317,9 @@ mod tests {
         for name in JobEvent::ALL_TYPES {
             assert_eq!(name.split('.').count(), 2, "{name}");
         }
-        let event = JobEvent::JobDeleted(JobDeleted { owner_id: "x".into() });
+        let event = JobEvent::JobDeleted(JobDeleted {
+            owner_id: "x".into(),
+        });
         assert!(JobEvent::ALL_TYPES.contains(&event.event_type()));
     }
 
@@ -323,7 +329,10 @@ mod tests {
         assert_eq!(Quality::parse_vbr("v9").unwrap(), Quality::Vbr { level: 9 });
         assert!(Quality::parse_vbr("V10").is_err());
         assert!(Quality::parse_vbr("2").is_err());
-        assert_eq!(Quality::parse_cbr("192").unwrap(), Quality::Cbr { kbps: 192 });
+        assert_eq!(
+            Quality::parse_cbr("192").unwrap(),
+            Quality::Cbr { kbps: 192 }
+        );
         assert!(Quality::parse_cbr("63").is_err());
         assert!(Quality::parse_cbr("321").is_err());
         assert!(Quality::parse_cbr("fast").is_err());

@@ -240,8 +240,16 @@ mod tests {
         let job = Uuid::now_v7();
         let events = [
             at(job, 0, submitted()),
-            at(job, 1, JobEvent::ConversionStarted(ConversionStarted { attempt: 1 })),
-            at(job, 2, JobEvent::ConversionProgress(ConversionProgress { percent: 40 })),
+            at(
+                job,
+                1,
+                JobEvent::ConversionStarted(ConversionStarted { attempt: 1 }),
+            ),
+            at(
+                job,
+                2,
+                JobEvent::ConversionProgress(ConversionProgress { percent: 40 }),
+            ),
             at(job, 3, succeeded()),
         ];
         let state = JobState::fold(job, &events).unwrap();
@@ -259,8 +267,16 @@ mod tests {
         let events = [
             at(job, 0, submitted()),
             at(job, 3, succeeded()),
-            at(job, 9, JobEvent::ConversionProgress(ConversionProgress { percent: 10 })),
-            at(job, 10, JobEvent::ConversionStarted(ConversionStarted { attempt: 2 })),
+            at(
+                job,
+                9,
+                JobEvent::ConversionProgress(ConversionProgress { percent: 10 }),
+            ),
+            at(
+                job,
+                10,
+                JobEvent::ConversionStarted(ConversionStarted { attempt: 2 }),
+            ),
         ];
         let state = JobState::fold(job, &events).unwrap();
         assert_eq!(state.status, JobStatus::Succeeded);
@@ -271,7 +287,11 @@ mod tests {
     fn arrival_order_and_duplicates_do_not_matter() {
         let job = Uuid::now_v7();
         let s = at(job, 0, submitted());
-        let p = at(job, 2, JobEvent::ConversionProgress(ConversionProgress { percent: 70 }));
+        let p = at(
+            job,
+            2,
+            JobEvent::ConversionProgress(ConversionProgress { percent: 70 }),
+        );
         let f = at(
             job,
             4,
@@ -298,8 +318,16 @@ mod tests {
         let job = Uuid::now_v7();
         let events = [
             at(job, 0, submitted()),
-            at(job, 1, JobEvent::ConversionProgress(ConversionProgress { percent: 60 })),
-            at(job, 2, JobEvent::ConversionProgress(ConversionProgress { percent: 30 })),
+            at(
+                job,
+                1,
+                JobEvent::ConversionProgress(ConversionProgress { percent: 60 }),
+            ),
+            at(
+                job,
+                2,
+                JobEvent::ConversionProgress(ConversionProgress { percent: 30 }),
+            ),
         ];
         let state = JobState::fold(job, &events).unwrap();
         assert_eq!((state.status, state.progress), (JobStatus::Converting, 60));
@@ -309,7 +337,9 @@ mod tests {
         with_delete.push(at(
             job,
             6,
-            JobEvent::JobDeleted(JobDeleted { owner_id: "user-1".into() }),
+            JobEvent::JobDeleted(JobDeleted {
+                owner_id: "user-1".into(),
+            }),
         ));
         with_delete.push(at(job, 7, succeeded()));
         let state = JobState::fold(job, &with_delete).unwrap();
