@@ -5,10 +5,13 @@
 //! - [`mail`]: the wording of the mails (pure);
 //! - [`mailer`]: the mail-sending seam and SMTP;
 //! - [`sent_log`]: the exactly-once record, and MongoDB;
+//! - [`local_mailer`], [`local_sent_log`]: `.eml` files and a local file, for the all-in-one mode;
 //! - [`notifier`]: the event handler tying them together;
 //! - [`startup`]: composition, health endpoints and the run loop.
 
 pub mod configuration;
+pub mod local_mailer;
+pub mod local_sent_log;
 pub mod mail;
 pub mod mailer;
 pub mod notifier;

@@ -111,15 +111,18 @@ impl Notifier {
         match self.mailer.send(message).await {
             Ok(()) => {
                 tracing::info!("mail sent");
+                metrics::counter!("emails_total", "outcome" => "sent").increment(1);
                 self.settle(envelope, outcome, &claim, Delivery::Sent).await
             }
             Err(SendError::Permanent(detail)) => {
                 tracing::warn!(%detail, "the mail server refused the mail for good");
+                metrics::counter!("emails_total", "outcome" => "failed").increment(1);
                 let reason = format!("the mail server refused the mail: {detail}");
                 self.settle(envelope, outcome, &claim, Delivery::Failed { reason })
                     .await
             }
             Err(SendError::Transient(detail)) => {
+                metrics::counter!("emails_total", "outcome" => "deferred").increment(1);
                 if let Err(e) = self.sent_log.release(&claim).await {
                     tracing::warn!(error = %e, "could not release the claim; the retry waits for it to lapse");
                 }

@@ -33,6 +33,17 @@ pub struct Claim {
     token: Uuid,
 }
 
+impl Claim {
+    /// For implementations of [`SentLog`] in this crate: the token stays unforgeable outside it.
+    pub(crate) fn new(event_id: Uuid, token: Uuid) -> Self {
+        Self { event_id, token }
+    }
+
+    pub(crate) fn token(&self) -> Uuid {
+        self.token
+    }
+}
+
 /// How the mail about an event ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Delivery {

@@ -26,6 +26,9 @@ pub struct Health {
 
 impl Health {
     pub fn new(checks: Vec<Arc<dyn ReadinessCheck>>) -> Self {
+        // Every service builds its health endpoints at start-up: install the metrics recorder
+        // here so nothing recorded before the first scrape is lost.
+        crate::metrics::handle();
         Self {
             checks: Arc::new(checks),
         }
