@@ -353,7 +353,15 @@ impl JobHandler {
                 }
             }
         };
-        let report = result.map_err(|e| JobError::Transient(format!("transcode task: {e}")))??;
+        let report = result.map_err(|e| {
+            if e.is_panic() {
+                // A decoder that panics on this input will panic on every retry: the file is bad.
+                tracing::error!(job_id = %delivery.envelope.job_id, "the decoder panicked on this input");
+                JobError::Permanent("the file is corrupt: its audio could not be decoded".into())
+            } else {
+                JobError::Transient(format!("transcode task: {e}"))
+            }
+        })??;
         Ok((output, report))
     }
 }

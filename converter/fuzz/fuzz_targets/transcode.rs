@@ -26,7 +26,10 @@ fuzz_target!(|data: &[u8]| {
     let result = transcode(input, &mut output, &options, &mut |percent| {
         // The documented contract: percentages 0..=100, each at most once.
         assert!(percent <= 100, "progress {percent} > 100");
-        assert!(!seen[usize::from(percent)], "progress {percent} reported twice");
+        assert!(
+            !seen[usize::from(percent)],
+            "progress {percent} reported twice"
+        );
         seen[usize::from(percent)] = true;
     });
     if let Ok(report) = result {

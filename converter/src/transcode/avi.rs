@@ -341,6 +341,14 @@ impl RiffWalker {
     }
 
     fn read_chunk(&mut self, size: u32) -> io::Result<Vec<u8>> {
+        // Refuse before allocating: a forged size in a tiny file must not ask for gigabytes
+        // (found by the fuzz target in converter/fuzz).
+        if self.position + u64::from(size) > self.file_len {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a chunk runs past the end of the file",
+            ));
+        }
         let mut data = vec![0u8; size as usize];
         self.reader.read_exact(&mut data)?;
         self.position += u64::from(size);
