@@ -5,6 +5,7 @@
 #
 # Each password is written into both the server's Secret and the URLs its clients use, so they
 # always agree. Keep the generated file out of version control (docs/deployment.md).
+# K8S_SMTP_URL overrides the mail server URL (default: the in-cluster MailHog).
 set -euo pipefail
 
 # 32 hex digits (128 bits): safe inside URLs and RabbitMQ's configuration format without escaping.
@@ -66,5 +67,5 @@ secret notification-secrets notification
 cat <<EOF
   MONGODB_URI: ${mongodb_uri}
   AMQP_URL: ${amqp_url}
-  SMTP_URL: ${SMTP_URL:-smtp://mailhog:1025}
+  SMTP_URL: ${K8S_SMTP_URL:-smtp://mailhog:1025}
 EOF
