@@ -1,6 +1,7 @@
 //! MP3 encoding with LAME: configuration from the requested quality, streaming PCM blocks to
 //! the output, and the final LAME/Xing tag written back over LAME's placeholder frame.
 
+use std::borrow::Cow;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::sync::mpsc::Receiver;
 
@@ -125,10 +126,16 @@ impl Mp3Encoder {
         self.scratch
             .reserve(max_required_buffer_size(block.frames()));
         let result = match block.planes.as_slice() {
-            [mono] => self.lame.encode_to_vec(MonoPcm(mono), &mut self.scratch),
-            [left, right] => self
+            [mono] => self
                 .lame
-                .encode_to_vec(DualPcm { left, right }, &mut self.scratch),
+                .encode_to_vec(MonoPcm(&in_range(mono)), &mut self.scratch),
+            [left, right] => self.lame.encode_to_vec(
+                DualPcm {
+                    left: &in_range(left),
+                    right: &in_range(right),
+                },
+                &mut self.scratch,
+            ),
             planes => {
                 return Err(TranscodeError::Encoder(format!(
                     "got {} channels to encode",
@@ -206,6 +213,28 @@ fn cbr_bitrate(kbps: u16) -> Bitrate {
         .min_by_key(|(rate, _)| rate.abs_diff(kbps))
         .map(|&(_, bitrate)| bitrate)
         .expect("ladder is not empty")
+}
+
+/// LAME's float input is nominally -1.0..=1.0, and LAME 3.100 aborts the whole process (an
+/// `assert` in `CBR_iteration_loop`) on some samples far outside it, which a corrupt file can
+/// decode to (found by converter/fuzz). Non-finite samples become silence, the rest are clipped
+/// to the nominal range; a block already in range is passed as it is.
+fn in_range(samples: &[f32]) -> Cow<'_, [f32]> {
+    if samples.iter().all(|s| (-1.0..=1.0).contains(s)) {
+        return Cow::Borrowed(samples);
+    }
+    Cow::Owned(
+        samples
+            .iter()
+            .map(|&s| {
+                if s.is_finite() {
+                    s.clamp(-1.0, 1.0)
+                } else {
+                    0.0
+                }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
