@@ -31,6 +31,7 @@ use proto::events::{
 };
 use proto::{Envelope, JobEvent};
 use serde_json::json;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,6 +90,7 @@ impl Application {
             bus: bus.clone(),
             blobs,
             temp_dir: settings.temp_dir.clone(),
+            jobs_in_flight: Default::default(),
         });
         Ok(Self {
             settings,
@@ -170,6 +172,28 @@ struct JobHandler {
     bus: Arc<dyn EventBus>,
     blobs: Arc<dyn BlobStore>,
     temp_dir: Option<PathBuf>,
+    /// One lock per job being converted: a duplicate delivery of the same job (at-least-once)
+    /// waits for the first, then finds its MP3 and re-announces the same success event.
+    jobs_in_flight: std::sync::Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl JobHandler {
+    fn job_lock(&self, job_id: uuid::Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        self.jobs_in_flight
+            .lock()
+            .expect("not poisoned")
+            .entry(job_id)
+            .or_default()
+            .clone()
+    }
+
+    fn release_job_lock(&self, job_id: uuid::Uuid, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut locks = self.jobs_in_flight.lock().expect("not poisoned");
+        // Two holders: the map and us; nobody else is waiting for this job.
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&job_id);
+        }
+    }
 }
 
 impl JobHandler {
@@ -418,7 +442,13 @@ impl EventHandler for JobHandler {
             return Outcome::Done;
         };
         let job_id = delivery.envelope.job_id;
-        match self.convert(delivery, job).await {
+        let lock = self.job_lock(job_id);
+        let converted = {
+            let _only_one_at_a_time = lock.lock().await;
+            self.convert(delivery, job).await
+        };
+        self.release_job_lock(job_id, lock);
+        match converted {
             Ok(()) => {
                 metrics::counter!("jobs_total", "outcome" => "succeeded").increment(1);
                 Outcome::Done

@@ -369,3 +369,37 @@ async fn an_unreachable_blob_store_exhausts_retries_then_fails_and_dead_letters(
         "dead-lettered after the first attempt and two retries"
     );
 }
+
+#[tokio::test]
+async fn the_same_job_delivered_twice_at_once_is_converted_once() {
+    let h = start(None).await;
+    let (video, size) = upload_fixture(&h.blobs, "mp4_aac_moov_start.mp4").await;
+    let submitted = job(&video, size, "twice.mp4");
+    // Both copies are in the queue before the worker (prefetch 2) takes either.
+    h.bus.publish(&submitted).await.unwrap();
+    h.bus.publish(&submitted).await.unwrap();
+    let events = h
+        .probe
+        .wait_for(submitted.job_id, "both outcomes", |e| {
+            e.iter().filter(|e| is_terminal(e)).count() == 2
+        })
+        .await;
+    let outcomes: Vec<&Envelope> = events.iter().filter(|e| is_terminal(e)).collect();
+    assert!(matches!(
+        outcomes[0].event,
+        JobEvent::ConversionSucceeded(_)
+    ));
+    assert_eq!(
+        outcomes[0].event_id, outcomes[1].event_id,
+        "one success event, announced twice"
+    );
+    let mp3s = h
+        .blobs
+        .client()
+        .database("mp3s")
+        .collection::<mongodb::bson::Document>("fs.files")
+        .count_documents(mongodb::bson::doc! {"metadata.job_id": submitted.job_id.to_string()})
+        .await
+        .unwrap();
+    assert_eq!(mp3s, 1, "one MP3");
+}
