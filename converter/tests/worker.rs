@@ -73,6 +73,32 @@ struct Harness {
     shutdown: CancellationToken,
 }
 
+impl Harness {
+    /// How many MP3s are stored for `job`.
+    async fn mp3s_of(&self, job: Uuid) -> u64 {
+        self.blobs
+            .client()
+            .database("mp3s")
+            .collection::<mongodb::bson::Document>("fs.files")
+            .count_documents(mongodb::bson::doc! {"metadata.job_id": job.to_string()})
+            .await
+            .unwrap()
+    }
+
+    /// Takes the next message of the topology's dead-letter queue, if any.
+    async fn next_dead_letter(&self) -> Option<lapin::message::BasicGetMessage> {
+        let connection = self.bus.open_connection().await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .basic_get(
+                self.bus.topology().dead_letter_queue.as_str().into(),
+                BasicGetOptions::default(),
+            )
+            .await
+            .unwrap()
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         self.shutdown.cancel();
@@ -233,15 +259,7 @@ async fn a_video_without_audio_fails_with_a_reason_and_is_not_retried() {
         .count();
     assert_eq!(started, 1, "a permanent failure is never retried");
 
-    let connection = h.bus.open_connection().await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let dead = channel
-        .basic_get(
-            h.bus.topology().dead_letter_queue.as_str().into(),
-            BasicGetOptions::default(),
-        )
-        .await
-        .unwrap();
+    let dead = h.next_dead_letter().await;
     assert!(
         dead.is_none(),
         "bad input is acknowledged, not dead-lettered"
@@ -308,14 +326,7 @@ async fn a_redelivered_job_produces_no_second_mp3_and_the_same_success_event() {
             .count(),
         1
     );
-    let mp3s = h
-        .blobs
-        .client()
-        .database("mp3s")
-        .collection::<mongodb::bson::Document>("fs.files")
-        .count_documents(mongodb::bson::doc! {"metadata.job_id": submitted.job_id.to_string()})
-        .await
-        .unwrap();
+    let mp3s = h.mp3s_of(submitted.job_id).await;
     assert_eq!(mp3s, 1);
 }
 
@@ -343,15 +354,9 @@ async fn an_unreachable_blob_store_exhausts_retries_then_fails_and_dead_letters(
     };
     assert_eq!(failed.kind, FailureKind::RetriesExhausted);
 
-    let connection = h.bus.open_connection().await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    let dead = channel
-        .basic_get(
-            h.bus.topology().dead_letter_queue.as_str().into(),
-            BasicGetOptions::default(),
-        )
+    let dead = h
+        .next_dead_letter()
         .await
-        .unwrap()
         .expect("the exhausted job is dead-lettered");
     assert_eq!(
         Envelope::from_json(&dead.delivery.data).unwrap().job_id,
@@ -393,13 +398,6 @@ async fn the_same_job_delivered_twice_at_once_is_converted_once() {
         outcomes[0].event_id, outcomes[1].event_id,
         "one success event, announced twice"
     );
-    let mp3s = h
-        .blobs
-        .client()
-        .database("mp3s")
-        .collection::<mongodb::bson::Document>("fs.files")
-        .count_documents(mongodb::bson::doc! {"metadata.job_id": submitted.job_id.to_string()})
-        .await
-        .unwrap();
+    let mp3s = h.mp3s_of(submitted.job_id).await;
     assert_eq!(mp3s, 1, "one MP3");
 }
