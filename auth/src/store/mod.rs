@@ -125,6 +125,31 @@ pub trait SigningKeyStore: Send + Sync {
     async fn insert_signing_key(&self, key: &NewSigningKey) -> Result<(), StoreError>;
 }
 
+/// The signing-key queries, identical on MySQL and SQLite.
+const SELECT_SIGNING_KEYS: &str = "SELECT generation, kid, algorithm, private_key_pem, public_key_pem, created_at FROM signing_keys";
+const INSERT_SIGNING_KEY: &str = "INSERT INTO signing_keys \
+     (generation, kid, algorithm, private_key_pem, public_key_pem, created_at) \
+     VALUES (?, ?, ?, ?, ?, ?)";
+
+/// A `signing_keys` row of either engine.
+fn signing_key_from_row<'r, R>(row: &'r R) -> Result<StoredSigningKey, sqlx::Error>
+where
+    R: sqlx::Row,
+    &'static str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(StoredSigningKey {
+        generation: row.try_get("generation")?,
+        kid: row.try_get("kid")?,
+        algorithm: row.try_get("algorithm")?,
+        private_key_pem: SecretString::from(row.try_get::<String, _>("private_key_pem")?),
+        public_key_pem: row.try_get("public_key_pem")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

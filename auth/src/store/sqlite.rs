@@ -7,7 +7,7 @@ use crate::domain::EmailAddress;
 use anyhow::Context;
 use async_trait::async_trait;
 use backon::{BackoffBuilder, Retryable};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Connection, Row};
@@ -157,42 +157,25 @@ impl UserStore for SqliteStore {
 #[async_trait]
 impl SigningKeyStore for SqliteStore {
     async fn signing_keys(&self) -> Result<Vec<StoredSigningKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT generation, kid, algorithm, private_key_pem, public_key_pem, created_at \
-             FROM signing_keys",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(StoredSigningKey {
-                    generation: row.try_get("generation")?,
-                    kid: row.try_get("kid")?,
-                    algorithm: row.try_get("algorithm")?,
-                    private_key_pem: SecretString::from(
-                        row.try_get::<String, _>("private_key_pem")?,
-                    ),
-                    public_key_pem: row.try_get("public_key_pem")?,
-                    created_at: row.try_get("created_at")?,
-                })
-            })
-            .collect()
+        let rows = sqlx::query(super::SELECT_SIGNING_KEYS)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(super::signing_key_from_row)
+            .collect::<Result<_, _>>()?)
     }
 
     async fn insert_signing_key(&self, key: &NewSigningKey) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO signing_keys \
-             (generation, kid, algorithm, private_key_pem, public_key_pem, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(key.generation)
-        .bind(&key.kid)
-        .bind(&key.algorithm)
-        .bind(key.private_key_pem.expose_secret())
-        .bind(&key.public_key_pem)
-        .bind(key.created_at)
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(super::INSERT_SIGNING_KEY)
+            .bind(key.generation)
+            .bind(&key.kid)
+            .bind(&key.algorithm)
+            .bind(key.private_key_pem.expose_secret())
+            .bind(&key.public_key_pem)
+            .bind(key.created_at)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
