@@ -18,7 +18,7 @@ use crate::login_limiter::LoginLimits;
 use crate::passwords::HashingParams;
 use crate::store::DatabaseKind;
 use platform::ConfigError;
-use platform::config::{self, defaults};
+use platform::config::{self, defaults, redact_url};
 use proto::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use secrecy::SecretString;
 use std::net::SocketAddr;
@@ -210,23 +210,6 @@ fn at_least_one_second(name: &str, value: Duration) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-/// The URL with its password replaced, fit for logs and error messages.
-fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let password = if userinfo.contains(':') { ":***" } else { "" };
-            format!("{scheme}://{user}{password}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
 }
 
 #[cfg(test)]

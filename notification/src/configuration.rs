@@ -16,7 +16,7 @@
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use platform::ConfigError;
-use platform::config::{self, defaults};
+use platform::config::{self, defaults, redact_url};
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -190,24 +190,6 @@ impl fmt::Debug for SmtpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SmtpUrl({})", redact_url(&self.0))
     }
-}
-
-/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`; other text is unchanged.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    // The last '@' ends the userinfo: a password may itself contain an unescaped '@'.
-    let Some((userinfo, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    let user = match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{user}:***"),
-        None => userinfo.to_owned(),
-    };
-    format!("{scheme}://{user}@{host}{tail}")
 }
 
 /// Base of the links in mails, e.g. `https://mp3converter.com` (no trailing slash).

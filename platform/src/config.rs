@@ -114,6 +114,24 @@ pub fn duration_list_or(
     }
 }
 
+/// `scheme://user:secret@host/...` → `scheme://user:***@host/...`; other text is unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    // The last '@' ends the userinfo: a password may itself contain an unescaped '@'.
+    let Some((userinfo, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{user}:***"),
+        None => userinfo.to_owned(),
+    };
+    format!("{scheme}://{user}@{host}{tail}")
+}
+
 /// Default endpoints for a developer machine.
 pub mod defaults {
     pub const DATABASE_URL: &str = "mysql://root@127.0.0.1:3306/auth";
