@@ -108,6 +108,21 @@ impl Topology {
     }
 }
 
+/// The frame size we offer the broker unless the URL sets `frame_max`. lapin keeps two buffers
+/// of 32 frames per connection, so RabbitMQ's default 128 KiB frame costs 8 MiB of RAM per
+/// connection; our events are a few hundred bytes, and larger messages are simply split.
+pub const DEFAULT_FRAME_MAX: u32 = 16 * 1024;
+
+/// Parses the AMQP URL (the error never repeats it: it may hold a password) and applies
+/// [`DEFAULT_FRAME_MAX`] unless the URL chose a frame size.
+fn connection_uri(url: &str) -> Result<lapin::uri::AMQPUri, BusError> {
+    let mut uri: lapin::uri::AMQPUri = url
+        .parse()
+        .map_err(|e| BusError::Unavailable(format!("invalid AMQP URL: {e}")))?;
+    uri.query.frame_max.get_or_insert(DEFAULT_FRAME_MAX);
+    Ok(uri)
+}
+
 pub struct RabbitBus {
     url: String,
     topology: Topology,
@@ -140,9 +155,9 @@ impl RabbitBus {
     }
 
     async fn connect(&self) -> Result<Connection, BusError> {
+        let uri = connection_uri(&self.url)?;
         let properties = ConnectionProperties::default();
-        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, properties))
-            .await
+        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await
         {
             Ok(Ok(connection)) => Ok(connection),
             Ok(Err(e)) => Err(BusError::Unavailable(e.to_string())),

@@ -252,3 +252,61 @@ async fn publishing_to_an_unreachable_broker_fails_fast_with_a_clear_error() {
     assert!(err.to_string().contains("unavailable"), "{err}");
     assert!(bus.check().await.is_err());
 }
+
+#[tokio::test]
+async fn connections_offer_a_small_frame_size_unless_the_url_sets_one() {
+    let url = required_env("AMQP_URL");
+    let connection = RabbitBus::new(url.clone())
+        .open_connection()
+        .await
+        .expect("RabbitMQ at AMQP_URL");
+    assert_eq!(
+        connection.configuration().frame_max(),
+        platform::rabbit::DEFAULT_FRAME_MAX
+    );
+    connection.close(200, "done".into()).await.unwrap();
+
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let connection = RabbitBus::new(format!("{url}{separator}frame_max=65536"))
+        .open_connection()
+        .await
+        .unwrap();
+    assert_eq!(connection.configuration().frame_max(), 65536);
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn an_event_larger_than_a_frame_arrives_whole() {
+    let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
+    let subscription = Subscription::new("svc", &["conversion.failed"]);
+    declare(&bus, &subscription).await;
+    let reason = "the reason is long. ".repeat(10_000);
+    assert!(reason.len() > 10 * platform::rabbit::DEFAULT_FRAME_MAX as usize);
+    let event = Envelope::new(
+        Uuid::now_v7(),
+        "test",
+        JobEvent::ConversionFailed(proto::events::ConversionFailed {
+            owner_id: "owner".into(),
+            owner_email: "owner@example.com".into(),
+            original_filename: "video.mp4".into(),
+            kind: proto::events::FailureKind::Unconvertible,
+            reason,
+        }),
+    );
+    bus.publish(&event).await.expect("confirmed publish");
+
+    let handler = Arc::new(Recorder {
+        failures: 0,
+        seen: Mutex::default(),
+        exhausted: Mutex::default(),
+    });
+    let (shutdown, task) = start(&bus, subscription, handler.clone());
+    // An undecodable (truncated) body would be dead-lettered, never handled.
+    wait_until("the large delivery", Duration::from_secs(10), || {
+        !handler.seen.lock().unwrap().is_empty()
+    })
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(*handler.seen.lock().unwrap(), vec![(event.event_id, 1)]);
+}
