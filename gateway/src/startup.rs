@@ -30,6 +30,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -39,6 +40,8 @@ use tower_http::trace::TraceLayer;
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// How often idle rate-limit keys are forgotten.
 const RATE_LIMIT_HOUSEKEEPING: Duration = Duration::from_secs(60);
+/// How long shutdown waits for request-spawned tasks (SSE feeds) to finish their last read.
+const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 
 /// The backing services the gateway is composed with. Production connects to RabbitMQ and
 /// GridFS ([`Dependencies::from_settings`]); tests inject an isolated topology; an all-in-one
@@ -216,6 +219,7 @@ impl Application {
             ledger,
             janitor,
             trust_forwarded_for: settings.trust_forwarded_for,
+            background: TaskTracker::new(),
         };
         let health = Health::new(vec![
             Arc::new(AccountsReadiness(accounts)),
@@ -362,6 +366,14 @@ impl Application {
             housekeeping
         );
         forwarder.abort();
+        // The feeds saw the shutdown signal; give the last store reads a moment to finish.
+        self.state.background.close();
+        if tokio::time::timeout(BACKGROUND_GRACE, self.state.background.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks still running at shutdown");
+        }
         tracing::info!("gateway stopped");
         served.context("HTTP server failed")
     }

@@ -23,6 +23,13 @@ impl PcmBlock {
     pub fn frames(&self) -> usize {
         self.planes.first().map_or(0, Vec::len)
     }
+
+    /// Appends `next`, which has the same channel count (the decoder conforms every block).
+    pub fn append(&mut self, next: PcmBlock) {
+        for (plane, more) in self.planes.iter_mut().zip(next.planes) {
+            plane.extend_from_slice(&more);
+        }
+    }
 }
 
 /// The audio shape fixed by the first decoded packet.

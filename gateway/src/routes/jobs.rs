@@ -210,7 +210,8 @@ pub async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v.trim()).ok());
     let (sender, receiver) = mpsc::channel(32);
-    tokio::spawn(stream_job(state, job_id, resume_after, wake, sender));
+    let background = state.background.clone();
+    background.spawn(stream_job(state, job_id, resume_after, wake, sender));
     Ok(Sse::new(ReceiverStream::new(receiver))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

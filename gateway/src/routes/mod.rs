@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// Everything a handler may need.
@@ -47,6 +48,9 @@ pub struct AppState {
     pub janitor: FileJanitor,
     /// `TRUST_FORWARDED_FOR`.
     pub trust_forwarded_for: bool,
+    /// Tasks that requests leave running (SSE feeds): awaited at shutdown so none is cut off
+    /// in the middle of a store query when the runtime stops.
+    pub background: TaskTracker,
 }
 
 impl AppState {
