@@ -224,7 +224,7 @@ impl JobHandler {
         kind: FailureKind,
         reason: &str,
     ) -> Result<(), JobError> {
-        let failed = self.event(
+        let mut failed = self.event(
             delivery,
             JobEvent::ConversionFailed(ConversionFailed {
                 owner_id: job.owner_id.clone(),
@@ -234,6 +234,7 @@ impl JobHandler {
                 reason: reason.to_owned(),
             }),
         );
+        failed.event_id = failure_event_id(delivery.envelope.event_id, kind);
         self.publish(&failed).await
     }
 
@@ -422,6 +423,16 @@ fn success_event_of(delivery: &Delivered, job: &JobSubmitted, mp3: &BlobInfo) ->
     Some(envelope)
 }
 
+/// The id of the failure event of one job submission, the same for every delivery of it: a
+/// duplicate delivery re-announces the same failure, which is then stored and mailed once.
+fn failure_event_id(submitted_event_id: uuid::Uuid, kind: FailureKind) -> uuid::Uuid {
+    let name = match kind {
+        FailureKind::Unconvertible => "conversion.failed/unconvertible",
+        FailureKind::RetriesExhausted => "conversion.failed/retries_exhausted",
+    };
+    uuid::Uuid::new_v5(&submitted_event_id, name.as_bytes())
+}
+
 /// `holiday.mp4` → `holiday`; never empty.
 fn filename_stem(name: &str) -> String {
     let stem = std::path::Path::new(name)
@@ -481,5 +492,28 @@ impl EventHandler for JobHandler {
         {
             tracing::error!(error = %e, "could not publish the failure event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submissions_failure_id_is_stable_and_distinct_per_kind_and_submission() {
+        let submitted = uuid::Uuid::now_v7();
+        let unconvertible = failure_event_id(submitted, FailureKind::Unconvertible);
+        assert_eq!(
+            unconvertible,
+            failure_event_id(submitted, FailureKind::Unconvertible)
+        );
+        assert_ne!(
+            unconvertible,
+            failure_event_id(submitted, FailureKind::RetriesExhausted)
+        );
+        assert_ne!(
+            unconvertible,
+            failure_event_id(uuid::Uuid::now_v7(), FailureKind::Unconvertible)
+        );
     }
 }

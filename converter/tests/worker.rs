@@ -401,3 +401,28 @@ async fn the_same_job_delivered_twice_at_once_is_converted_once() {
     let mp3s = h.mp3s_of(submitted.job_id).await;
     assert_eq!(mp3s, 1, "one MP3");
 }
+
+#[tokio::test]
+async fn an_unconvertible_job_delivered_twice_at_once_announces_one_failure() {
+    let h = start(None).await;
+    let (video, size) = upload_fixture(&h.blobs, "bad_no_audio.mp4").await;
+    let submitted = job(&video, size, "silent twice.mp4");
+    h.bus.publish(&submitted).await.unwrap();
+    h.bus.publish(&submitted).await.unwrap();
+    let events = h
+        .probe
+        .wait_for(submitted.job_id, "both outcomes", |e| {
+            e.iter().filter(|e| is_terminal(e)).count() == 2
+        })
+        .await;
+    let outcomes: Vec<&Envelope> = events.iter().filter(|e| is_terminal(e)).collect();
+    let JobEvent::ConversionFailed(failed) = &outcomes[0].event else {
+        panic!("expected a failure, got {:?}", outcomes[0].event);
+    };
+    assert_eq!(failed.reason, "the file has no audio track");
+    assert_eq!(
+        outcomes[0].event_id, outcomes[1].event_id,
+        "one failure event (stored and mailed once), announced twice"
+    );
+    assert_eq!(outcomes[0].event, outcomes[1].event);
+}
