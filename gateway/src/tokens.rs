@@ -4,6 +4,10 @@
 //! an unknown `kid` (auth rotated its key) triggers one refetch, at most once per
 //! `min_refresh_interval` so a flood of forged `kid`s cannot hammer auth. Only EdDSA is accepted,
 //! and `iss`, `aud` and `exp` are always checked.
+//!
+//! A token that verified is remembered for a minute (bounded by count and by its own `exp`), so a
+//! client polling with the same token pays a map lookup instead of a signature check each time.
+//! Refreshed keys clear that memory, so a withdrawn key stops being honoured at the refresh.
 
 use crate::accounts::{Accounts, AccountsError, VerificationKeys};
 use jsonwebtoken::errors::ErrorKind;
@@ -18,6 +22,9 @@ use tokio::sync::Mutex;
 const RETRY_AFTER_FAILED_FETCH: Duration = Duration::from_secs(1);
 /// Cached keys older than this are refreshed in the background, so revoked keys fade out.
 const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long a verified token is remembered, and how many are (a few hundred bytes each).
+const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
+const VERIFIED_TOKENS_MAX: u64 = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
@@ -43,6 +50,8 @@ pub struct TokenVerifier {
     /// concurrent requests with an unknown `kid` wait for one fetch instead of each making one.
     last_fetch: Mutex<Option<(Instant, bool)>>,
     min_refresh_interval: Duration,
+    /// Tokens that verified recently, by their full text.
+    verified: moka::sync::Cache<Box<str>, Claims>,
 }
 
 impl TokenVerifier {
@@ -52,6 +61,10 @@ impl TokenVerifier {
             keys: RwLock::new(None),
             last_fetch: Mutex::new(None),
             min_refresh_interval,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS_MAX)
+                .time_to_live(VERIFIED_TOKEN_TTL)
+                .build(),
         }
     }
 
@@ -84,6 +97,7 @@ impl TokenVerifier {
             Ok(keys) => {
                 let set = Arc::new(key_set(keys));
                 *self.keys.write().expect("not poisoned") = Some(set.clone());
+                self.verified.invalidate_all();
                 Ok(Some(set))
             }
             Err(
@@ -107,6 +121,18 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns its claims.
     pub async fn verify(self: &Arc<Self>, token: &str) -> Result<Claims, TokenError> {
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp > chrono::Utc::now().timestamp() {
+                return Ok(claims);
+            }
+            self.verified.invalidate(token);
+        }
+        let claims = self.verify_signed(token).await?;
+        self.verified.insert(token.into(), claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify_signed(self: &Arc<Self>, token: &str) -> Result<Claims, TokenError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenError::Rejected("malformed token".into()))?;
         if header.alg != Algorithm::EdDSA {
@@ -435,5 +461,50 @@ mod tests {
         accounts.down.store(false, Ordering::SeqCst);
         tokio::time::sleep(RETRY_AFTER_FAILED_FETCH + Duration::from_millis(50)).await;
         verifier.verify(&sign(&k1, &claims(600))).await.unwrap();
+    }
+    #[tokio::test]
+    async fn verified_tokens_are_remembered_and_failures_are_not() {
+        let k1 = key("k1");
+        let (verifier, _) = verifier(&[&k1]);
+        let good = sign(&k1, &claims(600));
+        verifier.verify(&good).await.unwrap();
+        assert!(verifier.verified.contains_key(good.as_str()));
+        let expired = sign(&k1, &claims(-3600));
+        assert!(verifier.verify(&expired).await.is_err());
+        assert!(!verifier.verified.contains_key(expired.as_str()));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_past_its_expiry_is_checked_again_and_refused() {
+        let k1 = key("k1");
+        let (verifier, _) = verifier(&[&k1]);
+        let stale = claims(-3600);
+        let token = sign(&k1, &stale);
+        verifier.verified.insert(token.as_str().into(), stale);
+        let error = verifier.verify(&token).await.unwrap_err();
+        assert_eq!(error, TokenError::Rejected("token expired".into()));
+        assert!(!verifier.verified.contains_key(token.as_str()));
+    }
+
+    #[tokio::test]
+    async fn refreshed_keys_forget_remembered_tokens_so_a_withdrawn_key_stops_working() {
+        let k1 = key("k1");
+        let k2 = key("k2");
+        let (_, accounts) = verifier(&[&k1]);
+        let verifier = Arc::new(TokenVerifier::new(
+            accounts.clone(),
+            Duration::from_millis(50),
+        ));
+        let old = sign(&k1, &claims(600));
+        verifier.verify(&old).await.unwrap();
+        // Auth withdraws k1; a token with the new kid triggers the refresh.
+        *accounts.published.lock().unwrap() = published(&[&k2]);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        verifier.verify(&sign(&k2, &claims(600))).await.unwrap();
+        let error = verifier.verify(&old).await.unwrap_err();
+        assert_eq!(
+            error,
+            TokenError::Rejected("token signed with an unknown key".into())
+        );
     }
 }

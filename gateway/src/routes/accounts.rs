@@ -1,6 +1,7 @@
-//! `POST /login` (HTTP Basic → a JWT) and `POST /signup` (create an account).
+//! `POST /login` (HTTP Basic → a JWT), `POST /signup` (create an account) and `GET /me` (whom a
+//! token belongs to: a cheap way for clients to check that their token still works).
 
-use super::{AppState, ClientAddress};
+use super::{AppState, ClientAddress, CurrentUser};
 use crate::accounts::AccountsError;
 use crate::error::ApiError;
 use axum::Json;
@@ -153,4 +154,9 @@ pub async fn signup(
         Json(json!({"user_id": user.user_id, "email": user.email})),
     )
         .into_response())
+}
+
+/// `GET /me`: the caller's account, from the token alone (no backing service is asked).
+pub async fn me(user: CurrentUser) -> Json<serde_json::Value> {
+    Json(json!({"user_id": user.id, "email": user.email}))
 }

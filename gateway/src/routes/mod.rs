@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::router())
         .route("/login", post(accounts::login))
         .route("/signup", post(accounts::signup))
+        .route("/me", get(accounts::me))
         // The upload handler enforces MAX_UPLOAD_BYTES itself while streaming.
         .route(
             "/upload",

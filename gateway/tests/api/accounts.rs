@@ -258,3 +258,36 @@ async fn bad_tokens_are_401_with_a_reason() {
         .unwrap();
     assert_error(basic, 401, "unauthorized").await;
 }
+
+#[tokio::test]
+async fn me_names_the_tokens_owner_and_refuses_a_bad_token() {
+    let app = spawn_app().await;
+    let user = app.new_user().await;
+    for _ in 0..2 {
+        // The second answer comes from the verified-token memory: it must be the same.
+        let response = app
+            .client
+            .get(app.url("/me"))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["user_id"], user.id.as_str());
+        assert_eq!(body["email"], user.email.as_str());
+    }
+
+    let anonymous = app.client.get(app.url("/me")).send().await.unwrap();
+    assert_error(anonymous, 401, "unauthorized").await;
+    let (head_payload, _) = user.token.rsplit_once('.').unwrap();
+    let forged = format!("{head_payload}.AAAA");
+    let response = app
+        .client
+        .get(app.url("/me"))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_error(response, 401, "unauthorized").await;
+}
