@@ -9,10 +9,7 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("LOG_FORMAT").is_none() {
         unsafe { std::env::set_var("LOG_FORMAT", "compact") };
     }
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(run())
+    platform::runtime::run(run())
 }
 
 async fn run() -> anyhow::Result<()> {

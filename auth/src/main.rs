@@ -27,8 +27,11 @@ enum Command {
     CreateUser { email: String },
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    platform::runtime::run(run())
+}
+
+async fn run() -> ExitCode {
     let cli = Cli::parse();
     platform::telemetry::init("auth");
     let settings = match Settings::from_env() {

@@ -43,8 +43,11 @@ fn parse_cbr(text: &str) -> Result<Quality, String> {
     Quality::parse_cbr(text).map_err(|e| e.0)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    platform::runtime::run(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         None => converter::worker::run().await,
         Some(Command::Convert {

@@ -2,8 +2,11 @@
 
 use gateway::{Application, Dependencies, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    platform::runtime::run(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     platform::telemetry::init("gateway");
     let settings = match Settings::from_env() {
         Ok(settings) => settings,

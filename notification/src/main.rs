@@ -2,8 +2,11 @@
 
 use notification::{Application, Settings};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    platform::runtime::run(serve())
+}
+
+async fn serve() -> anyhow::Result<()> {
     platform::telemetry::init("notification");
     let settings = Settings::from_env().unwrap_or_else(|e| {
         // One line naming the variable, not a backtrace.

@@ -13,6 +13,7 @@ pub mod local_bus;
 pub mod metrics;
 pub mod rabbit;
 pub mod retry;
+pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(feature = "testing")]
