@@ -375,12 +375,15 @@ async fn an_unreachable_blob_store_exhausts_retries_then_fails_and_dead_letters(
     );
 }
 
-#[tokio::test]
-async fn the_same_job_delivered_twice_at_once_is_converted_once() {
-    let h = start(None).await;
-    let (video, size) = upload_fixture(&h.blobs, "mp4_aac_moov_start.mp4").await;
-    let submitted = job(&video, size, "twice.mp4");
-    // Both copies are in the queue before the worker (prefetch 2) takes either.
+/// Publishes one job twice, so both copies are in the queue before the worker (prefetch 2)
+/// takes either; returns the job id and its two outcome events.
+async fn deliver_twice_at_once(
+    h: &Harness,
+    fixture: &str,
+    filename: &str,
+) -> (Uuid, Vec<Envelope>) {
+    let (video, size) = upload_fixture(&h.blobs, fixture).await;
+    let submitted = job(&video, size, filename);
     h.bus.publish(&submitted).await.unwrap();
     h.bus.publish(&submitted).await.unwrap();
     let events = h
@@ -389,7 +392,14 @@ async fn the_same_job_delivered_twice_at_once_is_converted_once() {
             e.iter().filter(|e| is_terminal(e)).count() == 2
         })
         .await;
-    let outcomes: Vec<&Envelope> = events.iter().filter(|e| is_terminal(e)).collect();
+    let outcomes = events.into_iter().filter(is_terminal).collect();
+    (submitted.job_id, outcomes)
+}
+
+#[tokio::test]
+async fn the_same_job_delivered_twice_at_once_is_converted_once() {
+    let h = start(None).await;
+    let (job_id, outcomes) = deliver_twice_at_once(&h, "mp4_aac_moov_start.mp4", "twice.mp4").await;
     assert!(matches!(
         outcomes[0].event,
         JobEvent::ConversionSucceeded(_)
@@ -398,24 +408,14 @@ async fn the_same_job_delivered_twice_at_once_is_converted_once() {
         outcomes[0].event_id, outcomes[1].event_id,
         "one success event, announced twice"
     );
-    let mp3s = h.mp3s_of(submitted.job_id).await;
+    let mp3s = h.mp3s_of(job_id).await;
     assert_eq!(mp3s, 1, "one MP3");
 }
 
 #[tokio::test]
 async fn an_unconvertible_job_delivered_twice_at_once_announces_one_failure() {
     let h = start(None).await;
-    let (video, size) = upload_fixture(&h.blobs, "bad_no_audio.mp4").await;
-    let submitted = job(&video, size, "silent twice.mp4");
-    h.bus.publish(&submitted).await.unwrap();
-    h.bus.publish(&submitted).await.unwrap();
-    let events = h
-        .probe
-        .wait_for(submitted.job_id, "both outcomes", |e| {
-            e.iter().filter(|e| is_terminal(e)).count() == 2
-        })
-        .await;
-    let outcomes: Vec<&Envelope> = events.iter().filter(|e| is_terminal(e)).collect();
+    let (_, outcomes) = deliver_twice_at_once(&h, "bad_no_audio.mp4", "silent twice.mp4").await;
     let JobEvent::ConversionFailed(failed) = &outcomes[0].event else {
         panic!("expected a failure, got {:?}", outcomes[0].event);
     };
