@@ -14,11 +14,13 @@
 # (cargo-chef), `builder` compiles the dependencies from that recipe alone, so editing a source
 # file recompiles only the workspace crates.
 
-ARG RUST_VERSION=1.95
-ARG DEBIAN_RELEASE=bookworm
+# The base images are the only build arguments (defaults: the official images). Where no registry
+# is reachable, deploy/base-images.sh makes local images under these same names.
+ARG RUST_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---- Toolchain and the C libraries the build links against -----------------------------------
-FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef
+FROM ${RUST_IMAGE} AS chef
 # pkg-config + libopus-dev: the converter links the system libopus dynamically.
 # make + gcc: mp3lame-sys compiles LAME from its bundled sources with autotools.
 RUN apt-get update \
@@ -34,20 +36,22 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 # ---- Dependencies (a cached layer), then the four binaries ------------------------------------
 FROM chef AS builder
-# The same binaries in both steps, so the dependencies are compiled with the same features once.
-ARG BINARIES="--bin auth --bin gateway --bin converter --bin notification"
+# The same packages in both steps, so the dependencies are compiled with the same features once.
+# Packages, not `--bin`: the workspace's default-members is the all-in-one, and `--bin` looks
+# only there ("no bin target named `auth` in default-run packages").
 COPY --from=planner /src/recipe.json recipe.json
-RUN cargo chef cook --release --locked --recipe-path recipe.json ${BINARIES}
+RUN cargo chef cook --release --locked --recipe-path recipe.json \
+        -p auth -p gateway -p converter -p notification
 COPY . .
-RUN cargo build --release --locked ${BINARIES}
+RUN cargo build --release --locked -p auth -p gateway -p converter -p notification
 
 # ---- Runtime base shared by the four services ---------------------------------------------------
-FROM debian:${DEBIAN_RELEASE}-slim AS runtime
+FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: TLS to SMTP relays and databases outside the cluster; libopus0: the converter's
-# Opus decoder; curl: the HEALTHCHECKs below and docker-compose.yml's (the services' own
-# /healthz and /readyz).
+# Opus decoder. No curl: the HEALTHCHECKs below and docker-compose.yml's run the service binary
+# itself (`<service> healthcheck [/readyz]`, one GET to its own HTTP_ADDR, exit 0 or 1).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libopus0 curl \
+    && apt-get install -y --no-install-recommends ca-certificates libopus0 \
     && rm -rf /var/lib/apt/lists/*
 # A fixed, high, numeric UID: Kubernetes can verify runAsNonRoot against it and it collides with
 # no user of the host.
@@ -66,26 +70,26 @@ COPY --from=builder /src/target/release/auth /usr/local/bin/auth
 # gRPC, then HTTP (/healthz, /readyz).
 EXPOSE 50051 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=120s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8081/healthz"]
+    CMD ["/usr/local/bin/auth", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/auth"]
 
 FROM runtime AS gateway
 COPY --from=builder /src/target/release/gateway /usr/local/bin/gateway
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8080/healthz"]
+    CMD ["/usr/local/bin/gateway", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gateway"]
 
 FROM runtime AS converter
 COPY --from=builder /src/target/release/converter /usr/local/bin/converter
 EXPOSE 8082
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8082/healthz"]
+    CMD ["/usr/local/bin/converter", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/converter"]
 
 FROM runtime AS notification
 COPY --from=builder /src/target/release/notification /usr/local/bin/notification
 EXPOSE 8083
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8083/healthz"]
+    CMD ["/usr/local/bin/notification", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/notification"]

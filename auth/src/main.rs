@@ -28,6 +28,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `auth healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
+    platform::healthcheck::exit_if_requested(platform::config::defaults::AUTH_HTTP_ADDR);
     platform::runtime::run(run())
 }
 

@@ -44,6 +44,8 @@ fn parse_cbr(text: &str) -> Result<Quality, String> {
 }
 
 fn main() -> anyhow::Result<()> {
+    // `converter healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
+    platform::healthcheck::exit_if_requested(platform::config::defaults::CONVERTER_HTTP_ADDR);
     platform::runtime::run(run())
 }
 

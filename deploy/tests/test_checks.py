@@ -315,3 +315,25 @@ def test_generated_secrets_replace_the_examples_consistently(root: Path, docs: l
     text = yaml.safe_dump_all(first)
     assert "example-" not in text
     assert first != second, "every run draws new passwords"
+
+
+def test_cargo_build_by_bin_name_is_caught(tmp_path: Path, root: Path) -> None:
+    """`--bin auth` looks only in default-members (the all-in-one): the image build broke on it."""
+    for name in ("Dockerfile", ".dockerignore", "Cargo.toml"):
+        shutil.copy(root / name, tmp_path / name)
+    for crate in ("auth", "gateway", "converter", "notification"):
+        (tmp_path / crate / "src").mkdir(parents=True)
+        shutil.copy(root / crate / "Cargo.toml", tmp_path / crate / "Cargo.toml")
+        (tmp_path / crate / "src" / "main.rs").write_text("fn main() {}\n", encoding="utf-8")
+    text = (tmp_path / "Dockerfile").read_text(encoding="utf-8")
+    (tmp_path / "Dockerfile").write_text(text.replace("-p auth -p gateway", "--bin auth --bin gateway"),
+                                         encoding="utf-8")
+    problems = dockerfile.check(tmp_path)
+    assert any("does not build -p auth" in p for p in problems)
+    assert any("does not cook -p gateway" in p for p in problems)
+
+
+def test_a_curl_healthcheck_is_caught(compose_doc: dict) -> None:
+    compose_doc["services"]["converter"]["healthcheck"]["test"] = [
+        "CMD", "curl", "-fsS", "-o", "/dev/null", "http://127.0.0.1:8082/readyz"]
+    assert any("converter: healthcheck should run" in p for p in compose.check_semantics(compose_doc))

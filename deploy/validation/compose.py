@@ -77,6 +77,10 @@ def check_semantics(doc: dict[str, Any]) -> Problems:
             problems.add(f"compose service {name}: build the Dockerfile target {name} from .")
         if service.get("image") != f"mp3converter/{name}:latest":
             problems.add(f"compose service {name}: image should be mp3converter/{name}:latest")
+        test = (service.get("healthcheck") or {}).get("test") or []
+        if test[:3] != ["CMD", f"/usr/local/bin/{name}", "healthcheck"]:
+            problems.add(f"compose service {name}: healthcheck should run `/usr/local/bin/{name} healthcheck …` "
+                         "(the image has no curl)")
         port, path = healthcheck_port(service)
         addr = environment(service).get("HTTP_ADDR", "")
         if path != "/readyz" or port is None or not addr.endswith(f":{port}"):

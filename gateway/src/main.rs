@@ -3,6 +3,8 @@
 use gateway::{Application, Dependencies, Settings};
 
 fn main() -> anyhow::Result<()> {
+    // `gateway healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
+    platform::healthcheck::exit_if_requested(platform::config::defaults::GATEWAY_HTTP_ADDR);
     platform::runtime::run(serve())
 }
 

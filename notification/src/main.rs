@@ -3,6 +3,8 @@
 use notification::{Application, Settings};
 
 fn main() -> anyhow::Result<()> {
+    // `notification healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
+    platform::healthcheck::exit_if_requested(platform::config::defaults::NOTIFICATION_HTTP_ADDR);
     platform::runtime::run(serve())
 }
 

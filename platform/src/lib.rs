@@ -8,6 +8,7 @@ pub mod blob;
 pub mod bus;
 pub mod config;
 pub mod health;
+pub mod healthcheck;
 pub mod local_blob;
 pub mod local_bus;
 pub mod metrics;
