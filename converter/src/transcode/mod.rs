@@ -11,6 +11,7 @@ mod encode;
 mod error;
 mod id3;
 mod mpa;
+mod opus;
 mod passthrough;
 mod progress;
 mod source;

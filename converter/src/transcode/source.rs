@@ -23,11 +23,11 @@ use super::avi::{self, AviReader};
 use super::error::TranscodeError;
 use super::mpa::Gapless;
 
-/// Symphonia's codecs plus Opus through libopus, which symphonia lacks.
+/// Symphonia's codecs plus Opus, which symphonia lacks (see [`super::opus`]).
 static CODECS: LazyLock<CodecRegistry> = LazyLock::new(|| {
     let mut registry = CodecRegistry::new();
     symphonia::default::register_enabled_codecs(&mut registry);
-    registry.register_audio_decoder::<symphonia_adapter_libopus::OpusDecoder>();
+    registry.register_audio_decoder::<super::opus::OpusDecoder>();
     registry
 });
 
@@ -275,7 +275,7 @@ pub(crate) fn codec_name(codec: AudioCodecId) -> String {
 }
 
 /// Names the variant a decoder refused although it handles the codec in general, e.g. AAC in
-/// 5.1 (symphonia's AAC decoder is stereo AAC-LC only, as is the libopus adapter for Opus).
+/// 5.1 (symphonia's AAC decoder is stereo AAC-LC only; our Opus decoder is mono/stereo).
 fn variant_name(params: &AudioCodecParameters) -> String {
     let name = codec_name(params.codec);
     match params.channels.as_ref().map(|c| c.count()) {
