@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The test command: starts what the tests need (see scripts/test-env.sh) and runs every test of the
-# workspace against those real services. Extra arguments go to cargo nextest.
+# The test command: installs what the tests need when it is missing (scripts/prerequisites.sh),
+# starts the services they talk to (scripts/test-env.sh) and runs every test of the workspace
+# against those real services. Extra arguments go to cargo nextest.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
+source scripts/prerequisites.sh
 source scripts/test-env.sh
 trap test_env_cleanup EXIT
 # `-p CRATE` narrows the run to one crate; without it every crate of the workspace is tested.
