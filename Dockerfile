@@ -21,10 +21,10 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---- Toolchain and the C libraries the build links against -----------------------------------
 FROM ${RUST_IMAGE} AS chef
-# pkg-config + libopus-dev: the converter links the system libopus dynamically.
-# make + gcc: mp3lame-sys compiles LAME from its bundled sources with autotools.
+# make + gcc: mp3lame-sys compiles LAME from its bundled sources with autotools (Opus is decoded
+# in Rust: no libopus). pkg-config: build scripts that look for system libraries.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends pkg-config libopus-dev make gcc libc6-dev \
+    && apt-get install -y --no-install-recommends pkg-config make gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 RUN cargo install cargo-chef --locked --version 0.1.78
 WORKDIR /src
@@ -47,11 +47,11 @@ RUN cargo build --release --locked -p auth -p gateway -p converter -p notificati
 
 # ---- Runtime base shared by the four services ---------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
-# ca-certificates: TLS to SMTP relays and databases outside the cluster; libopus0: the converter's
-# Opus decoder. No curl: the HEALTHCHECKs below and docker-compose.yml's run the service binary
+# ca-certificates: TLS to SMTP relays and databases outside the cluster; nothing else (Opus is
+# decoded in Rust). No curl: the HEALTHCHECKs below and docker-compose.yml's run the service binary
 # itself (`<service> healthcheck [/readyz]`, one GET to its own HTTP_ADDR, exit 0 or 1).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates libopus0 \
+    && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # A fixed, high, numeric UID: Kubernetes can verify runAsNonRoot against it and it collides with
 # no user of the host.
