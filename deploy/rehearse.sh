@@ -75,24 +75,37 @@ fi
 . "$ROOT/deploy/podman-env.sh"
 
 # ---- the four images ----------------------------------------------------------------------------
+# The committed HEAD is built (a `git archive` of it), so that the table belongs to a commit and
+# work in progress in the working tree cannot break or change it; REHEARSAL_SOURCE=worktree builds
+# the working tree as it is, like `docker compose build` would.
+if [ "${REHEARSAL_SOURCE:-head}" = worktree ]; then
+  CONTEXT="$ROOT"
+  SOURCE_NAME="the working tree"
+else
+  CONTEXT="$WORK/context"
+  rm -rf "$CONTEXT"
+  mkdir -p "$CONTEXT"
+  git -C "$ROOT" archive HEAD | tar -x -C "$CONTEXT"
+  SOURCE_NAME="commit $(git -C "$ROOT" rev-parse --short HEAD)"
+fi
 BUILD_SECS=""
 if want build; then
   cache=cold
   pm image exists localhost/mp3converter-rehearsal/builder && cache="warm (cached layers)"
-  say "building --target builder (CA bundle mounted), cache: $cache; log: target/rehearsal/build-builder.log"
+  say "building $SOURCE_NAME: --target builder (CA bundle mounted), cache: $cache; log: target/rehearsal/build-builder.log"
   t0=$(ts)
-  if pm build "${CA_MOUNT[@]}" --target builder -t localhost/mp3converter-rehearsal/builder . \
+  if pm build "${CA_MOUNT[@]}" --target builder -t localhost/mp3converter-rehearsal/builder "$CONTEXT" \
       > "$WORK/build-builder.log" 2>&1; then
     ok=1
     for service in "${SERVICES[@]}"; do
       say "building --target $service"
-      if ! pm build --target "$service" -t "mp3converter/$service:latest" . > "$WORK/build-$service.log" 2>&1; then
+      if ! pm build --target "$service" -t "mp3converter/$service:latest" "$CONTEXT" > "$WORK/build-$service.log" 2>&1; then
         ok=0; tail -n 20 "$WORK/build-$service.log" >&2
       fi
     done
     BUILD_SECS=$(since "$t0")
     if [ "$ok" = 1 ]; then
-      record "build 4 images" PASS "$BUILD_SECS s, cache $cache"
+      record "build 4 images" PASS "$BUILD_SECS s, cache $cache, $SOURCE_NAME"
     else
       record "build 4 images" FAIL "a service target failed (target/rehearsal/build-*.log)"; exit 1
     fi
@@ -146,12 +159,22 @@ for port in "$HOST_PORT" 8025 15672; do
     say "port $port is in use on this machine; set REHEARSAL_HTTP_PORT (gateway) or free it"; exit 1
   fi
 done
+cname() { # compose service -> its container's name
+  pm ps -a --filter "label=io.podman.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1" \
+    --format '{{.Names}}' | head -n1
+}
+remove_stack() { # the project's containers with their anonymous volumes, then its named volumes and network
+  local ids
+  ids=$(pm ps -aq --filter "label=io.podman.compose.project=$PROJECT")
+  [ -z "$ids" ] || pm rm -f -v -t 10 $ids > /dev/null
+  compose down -v > "$WORK/compose-down.log" 2>&1 || true
+}
 compose() { "$VENV/bin/podman-compose" --podman-path podman -p "$PROJECT" -f docker-compose.yml -f "$OVERRIDE" "$@"; }
 
 UP_SECS=""
 if want compose; then
   say "removing an earlier rehearsal stack (containers and volumes of project $PROJECT)"
-  compose down -v > "$WORK/compose-down.log" 2>&1 || true
+  remove_stack
   t0=$(ts)
   if compose up -d --no-start > "$WORK/compose-up.log" 2>&1 \
      && "$VENV/bin/python" deploy/rehearsal/compose_up.py docker-compose.yml "$PROJECT" 600 | tee "$WORK/health.log"; then
@@ -161,7 +184,7 @@ if want compose; then
     tail -n 20 "$WORK/compose-up.log" >&2
     record "compose up, all healthy" FAIL "see target/rehearsal/compose-up.log, health.log"
     for s in mysql mongodb rabbitmq mailhog "${SERVICES[@]}"; do
-      echo "--- $s"; pm logs --tail 15 "${PROJECT}_${s}_1" 2>&1 || true
+      echo "--- $s"; pm logs --tail 15 "$(cname "$s")" 2>&1 || true
     done
   fi
 fi
@@ -173,7 +196,7 @@ mails_for() { # job id -> number of caught mails mentioning it
     | python3 -c "import json,sys; print(sum(sys.argv[1] in m['Content']['Body'] or sys.argv[1] in m['Raw']['Data'] for m in json.load(sys.stdin)['items']))" "$1"
 }
 mongo_mp3s_for() { # job id -> number of MP3 files stored for it
-  pm exec "${PROJECT}_mongodb_1" /opt/secantusdb/bin/python -c "
+  pm exec "$(cname mongodb)" /opt/secantusdb/bin/python -c "
 import os, sys, pymongo
 c = pymongo.MongoClient('mongodb://127.0.0.1:27017/', username=os.environ['MONGO_INITDB_ROOT_USERNAME'],
                         password=os.environ['MONGO_INITDB_ROOT_PASSWORD'], authSource='admin')
@@ -248,7 +271,7 @@ if want crash; then
   }
   mkdir -p "$WORK/flow"
   make_video 3600 "$WORK/flow/long.mp4"
-  converter="${PROJECT}_converter_1"
+  converter=$(cname converter)
   JOB=$(curl -s -X POST -F "file=@$WORK/flow/long.mp4" -H "Authorization: Bearer $TOKEN" "$BASE/upload" | json 'd["job_id"]')
   seen=""
   for _ in $(seq 240); do
@@ -323,7 +346,7 @@ for step in "${ORDER[@]}"; do
 done
 
 if [ "$DOWN" = 1 ]; then
-  compose down -v > "$WORK/compose-down.log" 2>&1 || true
+  remove_stack
   say "stack removed"
 else
   say "the stack is still running (project $PROJECT): $BASE, mail at http://127.0.0.1:8025/api/v2/messages;"

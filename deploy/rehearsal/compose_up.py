@@ -3,7 +3,7 @@ and waits for every healthcheck: the part of `docker compose up --wait` that pod
 do with Debian's podman 4.3 (it ignores `service_healthy` below podman 4.6, and without systemd
 podman runs no healthcheck by itself: they are run here with `podman healthcheck run`).
 
-    python compose_up.py COMPOSE_FILE PROJECT TIMEOUT_SECONDS
+    python compose_up.py COMPOSE_FILE PROJECT TIMEOUT_SECONDS [SERVICE,SERVICE,...]
 
 Prints one line per service as it becomes started / healthy, then a JSON summary line
 (`{"healthy_after": seconds, "services": {...}}`); exits 1 if a service did not get there in time.
@@ -44,6 +44,8 @@ def healthy(name: str) -> bool:
 def main() -> int:
     compose_file, project, timeout = sys.argv[1], sys.argv[2], float(sys.argv[3])
     services = yaml.safe_load(open(compose_file, encoding="utf-8"))["services"]
+    if len(sys.argv) > 4:
+        services = {name: services[name] for name in sys.argv[4].split(",")}
     names = containers(project)
     missing = set(services) - set(names)
     if missing:

@@ -252,8 +252,8 @@ class Pod:
 
 def main() -> int:
     docs = rendered()
-    podman("rm", "-f", "--filter", f"label={LABEL}", check=False)
-    podman("rm", "-f", *[f"k8s-{n}" for n in ORDER], check=False)
+    podman("rm", "-f", "-v", "--filter", f"label={LABEL}", check=False)
+    podman("rm", "-f", "-v", *[f"k8s-{n}" for n in ORDER], check=False)
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     if podman("network", "exists", NETWORK, check=False).returncode != 0:
@@ -294,7 +294,7 @@ def main() -> int:
                 "      " + line for line in (logs.stdout + logs.stderr).splitlines()), flush=True)
     print("  not expressed with podman: " + "; ".join(NOT_EXPRESSED))
     if os.environ.get("REHEARSAL_KEEP_K8S") != "1":
-        podman("rm", "-f", "-t", "5", "--filter", f"label={LABEL}", check=False)
+        podman("rm", "-f", "-v", "-t", "5", "--filter", f"label={LABEL}", check=False)
     print(f"{len(ready)}/{len(names)} pods ready in {time.monotonic() - start:.0f} s"
           + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 0 if not failed else 1
