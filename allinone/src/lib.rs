@@ -27,8 +27,9 @@ use crate::bus::PublishOnce;
 use crate::configuration::{default_public_base_url, layout};
 use anyhow::Context;
 use backon::BackoffBuilder;
-use gateway::event_store::{EventStore, MongoEventStore};
-use gateway::local_store::{LocalEventStore, LocalOutbox, LocalRetentionLedger};
+use gateway::store::{
+    EventStore, LocalEventStore, LocalOutbox, LocalRetentionLedger, MongoEventStore,
+};
 use notification::local_mailer::FileMailer;
 use notification::local_sent_log::LocalSentLog;
 use notification::mailer::{Mailer, SmtpMailer};

@@ -7,7 +7,7 @@
 //! job it had already converted instead of converting it again, and the sent log mails each
 //! outcome once.
 
-use gateway::event_store::{EventStore, StoreError};
+use gateway::store::{EventStore, StoreError};
 use platform::bus::EventBus;
 use proto::{Envelope, JobEvent, JobState, JobStatus};
 

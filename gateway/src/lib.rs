@@ -9,16 +9,13 @@ pub mod accounts;
 pub mod circuit_breaker;
 pub mod configuration;
 pub mod error;
-pub mod event_store;
 pub mod filenames;
-pub mod local_store;
 pub mod observability;
-pub mod outbox;
 pub mod pipeline;
 pub mod rate_limit;
-pub mod retention;
 pub mod routes;
 pub mod startup;
+pub mod store;
 pub mod tokens;
 pub mod web;
 

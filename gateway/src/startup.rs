@@ -3,15 +3,16 @@
 
 use crate::accounts::{Accounts, AccountsReadiness, GrpcAccounts};
 use crate::configuration::Settings;
-use crate::event_store::{EventStore, EventStoreReadiness, MongoEventStore};
 use crate::observability;
-use crate::outbox::{MongoOutbox, Outbox};
-use crate::pipeline::{self, EventPublisher, EventStoreFeeder, JobUpdates};
-use crate::rate_limit::RateLimits;
-use crate::retention::{
-    FileJanitor, Lifecycle, MemoryRetentionLedger, MongoRetentionLedger, RetentionLedger, Sweeper,
+use crate::pipeline::{
+    self, EventPublisher, EventStoreFeeder, FileJanitor, JobUpdates, Lifecycle, Sweeper,
 };
+use crate::rate_limit::RateLimits;
 use crate::routes::{self, AppState};
+use crate::store::{
+    EventStore, EventStoreReadiness, MemoryRetentionLedger, MongoEventStore, MongoOutbox,
+    MongoRetentionLedger, Outbox, RetentionLedger,
+};
 use crate::tokens::TokenVerifier;
 use anyhow::Context;
 use axum::Router;
@@ -335,7 +336,7 @@ impl Application {
                 }
             }
         };
-        let relay = crate::outbox::relay(
+        let relay = crate::pipeline::relay(
             self.outbox.clone(),
             self.bus.clone(),
             self.relay_wake.clone(),

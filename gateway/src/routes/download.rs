@@ -7,7 +7,7 @@ use super::jobs::owned_job;
 use super::{AppState, CurrentUser, parse_job_id};
 use crate::error::ApiError;
 use crate::filenames::{SafeFilename, content_disposition};
-use crate::retention::{describe, expires_at};
+use crate::pipeline::{describe, expires_at};
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

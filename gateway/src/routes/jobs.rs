@@ -4,9 +4,9 @@
 
 use super::{AppState, CurrentUser, parse_job_id};
 use crate::error::ApiError;
-use crate::event_store::JobPage;
 use crate::observability;
-use crate::retention::{DeleteReason, expires_at};
+use crate::pipeline::{DeleteReason, expires_at};
+use crate::store::JobPage;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};

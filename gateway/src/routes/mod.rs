@@ -7,11 +7,11 @@ mod upload;
 
 use crate::accounts::Accounts;
 use crate::error::{self, ApiError};
-use crate::event_store::EventStore;
 use crate::observability::RequestRecord;
-use crate::pipeline::{EventPublisher, JobUpdates};
+use crate::pipeline::{EventPublisher, FileJanitor, JobUpdates};
 use crate::rate_limit::RateLimits;
-use crate::retention::{FileJanitor, RetentionLedger};
+use crate::store::EventStore;
+use crate::store::RetentionLedger;
 use crate::tokens::{TokenError, TokenVerifier};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};

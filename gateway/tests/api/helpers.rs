@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use gateway::configuration::Settings;
-use gateway::outbox::{MongoOutbox, Outbox};
+use gateway::store::{MongoOutbox, Outbox};
 use gateway::{Application, Dependencies};
 use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
@@ -447,7 +447,7 @@ impl TestApp {
 
     /// The job's events as the gateway's event store holds them.
     pub async fn stored_events(&self, job_id: &str) -> Vec<Envelope> {
-        use gateway::event_store::{EventStore, MongoEventStore};
+        use gateway::store::{EventStore, MongoEventStore};
         MongoEventStore::new(&self.mongo, &self.jobs_database)
             .events_of_job(Uuid::parse_str(job_id).unwrap())
             .await

@@ -13,4 +13,5 @@ mod outbox;
 mod rate_limits;
 mod resilience;
 mod retention;
+mod store_contract;
 mod upload;

@@ -4,11 +4,9 @@
 
 use crate::helpers::{Options, TestApp, User, assert_error, mp3ish_bytes, spawn_app_with};
 use chrono::{DateTime, Utc};
-use gateway::event_store::{EventStore, MongoEventStore};
-use gateway::outbox::MongoOutbox;
-use gateway::pipeline::{EventPublisher, JobUpdates};
-use gateway::retention::{
-    FileJanitor, FinishedJob, MongoRetentionLedger, RetentionLedger, Sweeper,
+use gateway::pipeline::{EventPublisher, FileJanitor, JobUpdates, Sweeper};
+use gateway::store::{
+    EventStore, FinishedJob, MongoEventStore, MongoOutbox, MongoRetentionLedger, RetentionLedger,
 };
 use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
 use platform::bus::EventBus;

@@ -1,102 +1,16 @@
-//! The event store: every job event, kept once per event id; a job's state is their fold.
-//!
-//! [`MongoEventStore`] keeps them in MongoDB (database `jobs`, collection `events`), one document
-//! per event with `_id` = event id, so appending twice is a no-op and neither duplicated nor
-//! out-of-order deliveries can corrupt a job (the fold in [`proto::job`] is order-insensitive).
+//! The event store in MongoDB: collection `events`, one document per event with `_id` = event id,
+//! so appending twice is a no-op and neither duplicated nor out-of-order deliveries can corrupt a
+//! job (the fold in [`proto::job`] is order-insensitive).
 
+use super::is_duplicate_key;
+use crate::store::{EventStore, JobPage, StoreError, owner_of};
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
-use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
-use proto::{Envelope, JobEvent, JobState};
+use proto::Envelope;
 use uuid::Uuid;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("corrupt stored event {id}: {reason}")]
-    Corrupt { id: String, reason: String },
-}
-
-impl From<mongodb::error::Error> for StoreError {
-    fn from(e: mongodb::error::Error) -> Self {
-        StoreError::Unavailable(e.to_string())
-    }
-}
-
-/// One page of an owner's jobs, newest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JobPage {
-    pub limit: u32,
-    /// Only jobs submitted before this one (job ids are UUIDv7, ordered by creation time).
-    pub before: Option<Uuid>,
-}
-
-#[async_trait]
-pub trait EventStore: Send + Sync + 'static {
-    /// Stores `event`; `Ok(false)` when an event with its id was already stored.
-    async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
-
-    /// Every stored event of `job_id`, in `(occurred_at, event_id)` order.
-    async fn events_of_job(&self, job_id: Uuid) -> Result<Vec<Envelope>, StoreError>;
-
-    /// Ids of the jobs `owner_id` submitted, newest first.
-    async fn jobs_of_owner(&self, owner_id: &str, page: JobPage) -> Result<Vec<Uuid>, StoreError>;
-
-    /// The events of several jobs at once (for listings).
-    async fn events_of_jobs(&self, job_ids: &[Uuid]) -> Result<Vec<Envelope>, StoreError> {
-        let mut all = Vec::new();
-        for job_id in job_ids {
-            all.extend(self.events_of_job(*job_id).await?);
-        }
-        Ok(all)
-    }
-
-    /// Ids of every job with a stored `JobSubmitted`, oldest first: what the all-in-one mode
-    /// walks at start-up to finish the jobs its in-process bus forgot in a restart.
-    async fn submitted_jobs(&self) -> Result<Vec<Uuid>, StoreError> {
-        Err(StoreError::Unavailable(
-            "this event store cannot list every job".into(),
-        ))
-    }
-
-    /// Readiness: `Ok` when the store answers.
-    async fn check(&self) -> Result<(), StoreError>;
-
-    /// The job's current state, `None` when no event of it is stored.
-    async fn job_state(&self, job_id: Uuid) -> Result<Option<JobState>, StoreError> {
-        let events = self.events_of_job(job_id).await?;
-        Ok(JobState::fold(job_id, &events))
-    }
-}
-
-/// The owner named by an event, for the owner index (progress events name none).
-pub fn owner_of(event: &JobEvent) -> Option<&str> {
-    match event {
-        JobEvent::JobSubmitted(e) => Some(&e.owner_id),
-        JobEvent::ConversionSucceeded(e) => Some(&e.owner_id),
-        JobEvent::ConversionFailed(e) => Some(&e.owner_id),
-        JobEvent::JobDeleted(e) => Some(&e.owner_id),
-        JobEvent::JobExpired(e) => Some(&e.owner_id),
-        JobEvent::ConversionStarted(_)
-        | JobEvent::ConversionProgress(_)
-        | JobEvent::NotificationSent(_)
-        | JobEvent::NotificationFailed(_) => None,
-    }
-}
-
-/// True when MongoDB refused a write because the `_id` (or another unique key) already exists.
-pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
-    const DUPLICATE_KEY: i32 = 11000;
-    match error.kind.as_ref() {
-        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == DUPLICATE_KEY,
-        ErrorKind::Command(e) => e.code == DUPLICATE_KEY,
-        _ => false,
-    }
-}
 
 #[derive(Clone)]
 pub struct MongoEventStore {
@@ -239,18 +153,5 @@ impl EventStore for MongoEventStore {
             .run_command(doc! {"ping": 1})
             .await?;
         Ok(())
-    }
-}
-
-/// Readiness of the event store.
-pub struct EventStoreReadiness(pub std::sync::Arc<dyn EventStore>);
-
-#[async_trait]
-impl platform::health::ReadinessCheck for EventStoreReadiness {
-    fn name(&self) -> &'static str {
-        "event_store"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
     }
 }

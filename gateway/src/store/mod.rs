@@ -1,0 +1,174 @@
+//! The gateway's persistence seam: the event store (every job event; a job's state is their fold),
+//! the transactional outbox (events accepted but maybe not yet published) and the retention
+//! ledger (finished jobs waiting to expire), each a trait with two adapters:
+//!
+//! - [`mongo`]: MongoDB (database `JOBS_DATABASE`, collections `events`, `outbox`, `retention`),
+//!   for deployments with several gateway replicas;
+//! - [`local`]: JSON-lines files in one directory, for the all-in-one mode (one process).
+//!
+//! [`memory::MemoryRetentionLedger`] keeps the ledger in memory (tests, and a gateway without a
+//! ledger of its own). The contract every adapter meets is tested once, against each of them
+//! (`gateway/tests/api/store_contract.rs`).
+
+pub mod local;
+pub mod memory;
+pub mod mongo;
+
+pub use local::{LocalEventStore, LocalOutbox, LocalRetentionLedger};
+pub use memory::MemoryRetentionLedger;
+pub use mongo::{MongoEventStore, MongoOutbox, MongoRetentionLedger};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use proto::{Envelope, JobEvent, JobState};
+use std::time::Duration;
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("corrupt stored event {id}: {reason}")]
+    Corrupt { id: String, reason: String },
+}
+
+/// One page of an owner's jobs, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobPage {
+    pub limit: u32,
+    /// Only jobs submitted before this one (job ids are UUIDv7, ordered by creation time).
+    pub before: Option<Uuid>,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync + 'static {
+    /// Stores `event`; `Ok(false)` when an event with its id was already stored.
+    async fn append(&self, event: &Envelope) -> Result<bool, StoreError>;
+
+    /// Every stored event of `job_id`, in `(occurred_at, event_id)` order.
+    async fn events_of_job(&self, job_id: Uuid) -> Result<Vec<Envelope>, StoreError>;
+
+    /// Ids of the jobs `owner_id` submitted, newest first.
+    async fn jobs_of_owner(&self, owner_id: &str, page: JobPage) -> Result<Vec<Uuid>, StoreError>;
+
+    /// The events of several jobs at once (for listings).
+    async fn events_of_jobs(&self, job_ids: &[Uuid]) -> Result<Vec<Envelope>, StoreError> {
+        let mut all = Vec::new();
+        for job_id in job_ids {
+            all.extend(self.events_of_job(*job_id).await?);
+        }
+        Ok(all)
+    }
+
+    /// Ids of every job with a stored `JobSubmitted`, oldest first: what the all-in-one mode
+    /// walks at start-up to finish the jobs its in-process bus forgot in a restart.
+    async fn submitted_jobs(&self) -> Result<Vec<Uuid>, StoreError>;
+
+    /// Readiness: `Ok` when the store answers.
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// The job's current state, `None` when no event of it is stored.
+    async fn job_state(&self, job_id: Uuid) -> Result<Option<JobState>, StoreError> {
+        let events = self.events_of_job(job_id).await?;
+        Ok(JobState::fold(job_id, &events))
+    }
+}
+
+/// The owner named by an event, for the owner index (progress events name none).
+pub fn owner_of(event: &JobEvent) -> Option<&str> {
+    match event {
+        JobEvent::JobSubmitted(e) => Some(&e.owner_id),
+        JobEvent::ConversionSucceeded(e) => Some(&e.owner_id),
+        JobEvent::ConversionFailed(e) => Some(&e.owner_id),
+        JobEvent::JobDeleted(e) => Some(&e.owner_id),
+        JobEvent::JobExpired(e) => Some(&e.owner_id),
+        JobEvent::ConversionStarted(_)
+        | JobEvent::ConversionProgress(_)
+        | JobEvent::NotificationSent(_)
+        | JobEvent::NotificationFailed(_) => None,
+    }
+}
+
+/// A job that reached `succeeded` or `failed`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedJob {
+    pub job_id: Uuid,
+    pub owner_id: String,
+    pub finished_at: DateTime<Utc>,
+    pub mp3_file_id: Option<String>,
+}
+
+/// A due job, leased to one sweeper.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpiryClaim {
+    pub job_id: Uuid,
+    pub owner_id: String,
+    pub mp3_file_id: Option<String>,
+    /// Id of the job's `JobExpired` event, fixed when the job finished.
+    pub expiry_event_id: Uuid,
+}
+
+/// The finished jobs waiting to expire.
+#[async_trait]
+pub trait RetentionLedger: Send + Sync + 'static {
+    /// Records a finished job (idempotent: the first record wins, a later one may only add the
+    /// MP3 id).
+    async fn record_finished(&self, job: &FinishedJob) -> Result<(), StoreError>;
+
+    /// Leases, for `lease`, one job that finished at or before `cutoff`, is not expired yet and
+    /// is not leased by another sweeper.
+    async fn claim_due(
+        &self,
+        cutoff: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<ExpiryClaim>, StoreError>;
+
+    /// Gives a claimed job back at once (its expiry failed half-way; any sweeper may retry).
+    async fn release(&self, job_id: Uuid) -> Result<(), StoreError>;
+
+    /// The job's expiry is complete; it is never claimed again.
+    async fn complete(&self, job_id: Uuid) -> Result<(), StoreError>;
+
+    /// The job whose MP3 had this file id (the file itself may be gone).
+    async fn job_of_mp3(&self, mp3_file_id: &str) -> Result<Option<Uuid>, StoreError>;
+}
+
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
+    /// Records `event` as pending, leased to the caller for `lease` (the relay leaves it alone
+    /// meanwhile). Adding the same event twice is a no-op.
+    async fn add(&self, event: &Envelope, lease: Duration) -> Result<(), StoreError>;
+
+    /// The event reached the broker.
+    async fn mark_published(&self, event_id: Uuid) -> Result<(), StoreError>;
+
+    /// Ends the caller's lease at once: the relay should publish the event.
+    async fn release(&self, event_id: Uuid) -> Result<(), StoreError>;
+
+    /// Leases the oldest pending event whose lease has expired, for `lease`.
+    async fn claim_next(&self, lease: Duration) -> Result<Option<Envelope>, StoreError>;
+
+    /// How many events still wait for publication.
+    async fn pending(&self) -> Result<u64, StoreError>;
+}
+
+/// Readiness of the event store.
+pub struct EventStoreReadiness(pub std::sync::Arc<dyn EventStore>);
+
+#[async_trait]
+impl platform::health::ReadinessCheck for EventStoreReadiness {
+    fn name(&self) -> &'static str {
+        "event_store"
+    }
+    async fn check(&self) -> Result<(), String> {
+        self.0.check().await.map_err(|e| e.to_string())
+    }
+}
+
+/// The time `offset` from now (saturating: a huge lease never overflows).
+pub(crate) fn later(offset: Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(offset)
+        .ok()
+        .and_then(|offset| Utc::now().checked_add_signed(offset))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

@@ -1,0 +1,298 @@
+//! One contract for every adapter of the gateway's store seam: each check below runs against the
+//! MongoDB adapters (on the test MongoDB-wire server, a fresh database per test) and against the
+//! local JSON-lines adapters of the all-in-one mode (a fresh directory per test), so the two
+//! cannot drift apart.
+
+use chrono::Utc;
+use gateway::store::{
+    EventStore, FinishedJob, JobPage, LocalEventStore, LocalOutbox, LocalRetentionLedger,
+    MemoryRetentionLedger, MongoEventStore, MongoOutbox, MongoRetentionLedger, Outbox,
+    RetentionLedger,
+};
+use platform::testing::{required_env, unique_name};
+use proto::events::{ConversionStarted, JobDeleted, JobSubmitted};
+use proto::{Envelope, JobEvent, JobStatus};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The three stores of one adapter family, fresh and empty.
+struct Stores {
+    events: Arc<dyn EventStore>,
+    outbox: Arc<dyn Outbox>,
+    ledger: Arc<dyn RetentionLedger>,
+    /// Keeps the local directory alive for the test's duration.
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn mongo() -> Stores {
+    let client = mongodb::Client::with_uri_str(required_env("MONGODB_URI"))
+        .await
+        .expect("the MongoDB-wire server at MONGODB_URI answers");
+    let database = unique_name("contract");
+    let events = MongoEventStore::new(&client, &database);
+    let outbox = MongoOutbox::new(&client, &database);
+    let ledger = MongoRetentionLedger::new(&client, &database);
+    events.ensure_indexes().await.expect("event indexes");
+    outbox.ensure_indexes().await.expect("outbox indexes");
+    ledger.ensure_indexes().await.expect("ledger indexes");
+    Stores {
+        events: Arc::new(events),
+        outbox: Arc::new(outbox),
+        ledger: Arc::new(ledger),
+        _dir: None,
+    }
+}
+
+async fn local() -> Stores {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    Stores {
+        events: Arc::new(LocalEventStore::open(dir.path()).await.expect("events")),
+        outbox: Arc::new(LocalOutbox::open(dir.path()).await.expect("outbox")),
+        ledger: Arc::new(
+            LocalRetentionLedger::open(dir.path())
+                .await
+                .expect("ledger"),
+        ),
+        _dir: Some(dir),
+    }
+}
+
+fn submitted(owner: &str) -> Envelope {
+    Envelope::new(
+        Uuid::now_v7(),
+        "gateway",
+        JobEvent::JobSubmitted(JobSubmitted {
+            owner_id: owner.into(),
+            owner_email: format!("{owner}@example.com"),
+            video_file_id: "65f0c0ffee0000000000beef".into(),
+            original_filename: "a.mp4".into(),
+            content_type: Some("video/mp4".into()),
+            size_bytes: 10,
+            quality: None,
+        }),
+    )
+}
+
+fn started(job: &Envelope) -> Envelope {
+    Envelope::new(
+        job.job_id,
+        "converter",
+        JobEvent::ConversionStarted(ConversionStarted { attempt: 1 }),
+    )
+}
+
+fn deleted(job: &Envelope, owner: &str) -> Envelope {
+    Envelope::new(
+        job.job_id,
+        "gateway",
+        JobEvent::JobDeleted(JobDeleted {
+            owner_id: owner.into(),
+        }),
+    )
+}
+
+async fn appends_once_per_event_id_and_folds_a_job(stores: Stores) {
+    let job = submitted("alice");
+    assert!(stores.events.append(&job).await.unwrap(), "first append");
+    assert!(!stores.events.append(&job).await.unwrap(), "same id again");
+    stores.events.append(&started(&job)).await.unwrap();
+    assert_eq!(
+        stores.events.events_of_job(job.job_id).await.unwrap().len(),
+        2
+    );
+    let state = stores.events.job_state(job.job_id).await.unwrap().unwrap();
+    assert_eq!(state.status, JobStatus::Converting);
+    assert_eq!(stores.events.job_state(Uuid::now_v7()).await.unwrap(), None);
+    stores
+        .events
+        .check()
+        .await
+        .expect("a healthy store answers its check");
+}
+
+async fn lists_an_owners_jobs_newest_first_in_pages(stores: Stores) {
+    let jobs: Vec<Envelope> = (0..3).map(|_| submitted("bob")).collect();
+    for job in &jobs {
+        stores.events.append(job).await.unwrap();
+    }
+    stores.events.append(&submitted("carol")).await.unwrap();
+    let newest_first: Vec<Uuid> = jobs.iter().rev().map(|job| job.job_id).collect();
+    let all = JobPage {
+        limit: 10,
+        before: None,
+    };
+    assert_eq!(
+        stores.events.jobs_of_owner("bob", all).await.unwrap(),
+        newest_first
+    );
+    let page = JobPage {
+        limit: 1,
+        before: Some(newest_first[0]),
+    };
+    assert_eq!(
+        stores.events.jobs_of_owner("bob", page).await.unwrap(),
+        newest_first[1..2]
+    );
+    assert!(
+        stores
+            .events
+            .jobs_of_owner("nobody", all)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let both = stores
+        .events
+        .events_of_jobs(&newest_first[..2])
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 2);
+}
+
+async fn lists_every_submitted_job_oldest_first(stores: Stores) {
+    let first = submitted("dave");
+    let second = submitted("erin");
+    stores.events.append(&first).await.unwrap();
+    stores.events.append(&second).await.unwrap();
+    stores
+        .events
+        .append(&deleted(&first, "dave"))
+        .await
+        .unwrap();
+    assert_eq!(
+        stores.events.submitted_jobs().await.unwrap(),
+        vec![first.job_id, second.job_id]
+    );
+}
+
+async fn the_outbox_leases_each_entry_to_one_claimer(stores: Stores) {
+    let first = submitted("frank");
+    let second = submitted("frank");
+    stores.outbox.add(&first, Duration::ZERO).await.unwrap();
+    stores
+        .outbox
+        .add(&second, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(stores.outbox.pending().await.unwrap(), 2);
+    // `second` is leased by its adder: only `first` is claimable, and only once.
+    let claimed = stores
+        .outbox
+        .claim_next(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.map(|e| e.event_id), Some(first.event_id));
+    assert!(
+        stores
+            .outbox
+            .claim_next(Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    stores.outbox.release(second.event_id).await.unwrap();
+    let claimed = stores
+        .outbox
+        .claim_next(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.map(|e| e.event_id), Some(second.event_id));
+    stores.outbox.mark_published(first.event_id).await.unwrap();
+    stores.outbox.mark_published(second.event_id).await.unwrap();
+    assert_eq!(stores.outbox.pending().await.unwrap(), 0);
+}
+
+async fn the_ledger_claims_each_due_job_once(ledger: Arc<dyn RetentionLedger>) {
+    let (old, fresh) = (Uuid::now_v7(), Uuid::now_v7());
+    let finished = |job_id, seconds_ago, mp3: Option<&str>| FinishedJob {
+        job_id,
+        owner_id: "grace".into(),
+        finished_at: Utc::now() - chrono::Duration::seconds(seconds_ago),
+        mp3_file_id: mp3.map(str::to_owned),
+    };
+    ledger
+        .record_finished(&finished(old, 100, None))
+        .await
+        .unwrap();
+    // A later record may only add the MP3.
+    ledger
+        .record_finished(&finished(old, 5, Some("m1")))
+        .await
+        .unwrap();
+    ledger
+        .record_finished(&finished(fresh, 1, None))
+        .await
+        .unwrap();
+    let cutoff = Utc::now() - chrono::Duration::seconds(50);
+    let lease = Duration::from_secs(60);
+    let claim = ledger
+        .claim_due(cutoff, lease)
+        .await
+        .unwrap()
+        .expect("old is due");
+    assert_eq!(claim.job_id, old);
+    assert_eq!(claim.mp3_file_id.as_deref(), Some("m1"));
+    assert!(
+        ledger.claim_due(cutoff, lease).await.unwrap().is_none(),
+        "leased"
+    );
+    ledger.release(old).await.unwrap();
+    let again = ledger
+        .claim_due(cutoff, lease)
+        .await
+        .unwrap()
+        .expect("released");
+    assert_eq!(
+        again.expiry_event_id, claim.expiry_event_id,
+        "expiry id is fixed"
+    );
+    ledger.complete(old).await.unwrap();
+    ledger.release(old).await.unwrap();
+    assert!(
+        ledger.claim_due(cutoff, lease).await.unwrap().is_none(),
+        "done"
+    );
+    assert_eq!(ledger.job_of_mp3("m1").await.unwrap(), Some(old));
+    assert_eq!(ledger.job_of_mp3("m2").await.unwrap(), None);
+}
+
+macro_rules! contract {
+    ($($check:ident),* $(,)?) => {
+        mod mongo {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(super::mongo().await).await;
+            })*
+        }
+        mod local {
+            $(#[tokio::test]
+            async fn $check() {
+                super::$check(super::local().await).await;
+            })*
+        }
+    };
+}
+
+contract!(
+    appends_once_per_event_id_and_folds_a_job,
+    lists_an_owners_jobs_newest_first_in_pages,
+    lists_every_submitted_job_oldest_first,
+    the_outbox_leases_each_entry_to_one_claimer,
+);
+
+#[tokio::test]
+async fn the_mongo_ledger_claims_each_due_job_once() {
+    the_ledger_claims_each_due_job_once(mongo().await.ledger).await;
+}
+
+#[tokio::test]
+async fn the_local_ledger_claims_each_due_job_once() {
+    let stores = local().await;
+    the_ledger_claims_each_due_job_once(stores.ledger.clone()).await;
+}
+
+#[tokio::test]
+async fn the_memory_ledger_claims_each_due_job_once() {
+    the_ledger_claims_each_due_job_once(Arc::new(MemoryRetentionLedger::default())).await;
+}
