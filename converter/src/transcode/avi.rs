@@ -15,7 +15,7 @@ use symphonia::core::units::{Duration, TimeBase, Timestamp};
 
 use super::error::TranscodeError;
 use super::mpa::FrameSplitter;
-use super::source::{SourceTrack, codec_name};
+use super::track::{SourceTrack, codec_name};
 
 const WAVE_FORMAT_PCM: u16 = 0x0001;
 const WAVE_FORMAT_IEEE_FLOAT: u16 = 0x0003;

@@ -7,7 +7,8 @@ use symphonia::core::errors::Error as SymphoniaError;
 use super::downmix::Mixer;
 use super::error::TranscodeError;
 use super::progress::Progress;
-use super::source::{Source, codec_name};
+use super::source::Source;
+use super::track::codec_name;
 
 /// Damaged packets are skipped, but a run this long means the stream is garbage.
 const MAX_CONSECUTIVE_BAD_PACKETS: u32 = 16;

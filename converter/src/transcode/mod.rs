@@ -15,6 +15,7 @@ mod opus;
 mod passthrough;
 mod progress;
 mod source;
+mod track;
 
 use std::fs::File;
 use std::io::{Seek, Write};
