@@ -15,6 +15,8 @@ status=0
 # The deployment files (Dockerfile, compose, k8s) are validated offline with the whole workspace.
 if [ ${#scope[@]} -gt 0 ]; then
   deploy/validate.sh || status=$?
+  # No two modules of a crate import each other (the layering ARCHITECTURE.md describes).
+  python3 scripts/module-cycles.py || status=$?
 fi
 cargo nextest run "${scope[@]}" --no-fail-fast "$@" || status=$?
 exit $status
