@@ -99,7 +99,9 @@ if want build; then
     ok=1
     for service in "${SERVICES[@]}"; do
       say "building --target $service"
-      if ! pm build --target "$service" -t "mp3converter/$service:latest" "$CONTEXT" > "$WORK/build-$service.log" 2>&1; then
+      # Docker's image format, as `docker build` makes: OCI images drop the HEALTHCHECK.
+      if ! pm build --format docker --target "$service" -t "mp3converter/$service:latest" "$CONTEXT" \
+          > "$WORK/build-$service.log" 2>&1; then
         ok=0; tail -n 20 "$WORK/build-$service.log" >&2
       fi
     done
@@ -252,11 +254,14 @@ if want flow; then
   mail=""
   for _ in $(seq 30); do
     mail=$(curl -fsS http://127.0.0.1:8025/api/v2/messages | python3 -c "
-import json, sys
+import email, email.policy, json, sys
 for m in json.load(sys.stdin)['items']:
     body = m['Content']['Body']
-    if sys.argv[1] in [t['Mailbox'] + '@' + t['Domain'] for t in m['To']] and 'curl' in body:
-        print(next(line.strip() for line in body.splitlines() if 'curl' in line)); break" "$EMAIL" || true)
+    if sys.argv[1] in [t['Mailbox'] + '@' + t['Domain'] for t in m['To']] and 'curl' in m['Raw']['Data']:
+        message = email.message_from_string(m['Raw']['Data'], policy=email.policy.default)
+        part = message.get_body(preferencelist=('plain', 'html'))
+        text = part.get_content() if part else body
+        print(next(line.strip() for line in text.splitlines() if 'curl' in line)); break" "$EMAIL" || true)
     [ -n "$mail" ] && break
     sleep 1
   done
@@ -327,10 +332,12 @@ echo "| localhost/debian:bookworm-slim (debootstrap minbase) | ${debian} MB | â€
 for service in "${SERVICES[@]}"; do
   image="mp3converter/$service:latest"
   pm image exists "$image" || continue
-  total=$(size_mb "$image")
   binary=$(pm run --rm --entrypoint /bin/sh "$image" -c "stat -c %s /usr/local/bin/$service" 2>/dev/null | awk '{printf "%.0f", $1/1e6}')
-  packages=$(pm image history --format '{{.Size}} {{.CreatedBy}}' "$image" | grep 'apt-get install' | head -n1 | awk '{print $1, $2}')
-  echo "| $image | ${total} MB | ${binary} MB binary; apt layer ${packages} ($(pm image history --format '{{.CreatedBy}}' "$image" | grep -o 'no-install-recommends [^&]*' | head -n1 | sed 's/no-install-recommends //; s/ *$//')) |"
+  history=$(pm image history --no-trunc --format '{{.Size}}|{{.CreatedBy}}' "$image")
+  apt_size=$(grep 'apt-get install' <<< "$history" | head -n1 | cut -d'|' -f1)
+  packages=$(grep -o 'no-install-recommends [a-z0-9 .+-]*' <<< "$history" | head -n1 | sed 's/no-install-recommends //; s/ *$//')
+  health=$(pm image inspect -f '{{if .Config.Healthcheck}}{{join .Config.Healthcheck.Test " "}}{{end}}' "$image" 2>/dev/null | sed 's/^CMD //')
+  echo "| $image | $(size_mb "$image") MB | ${binary} MB binary; ${apt_size} of apt packages (${packages}); HEALTHCHECK: ${health:-none} |"
 done
 for image in "${!STANDIN[@]}"; do
   pm image exists "$image" || continue
