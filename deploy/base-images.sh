@@ -3,7 +3,7 @@
 # reachable (Debian bookworm, podman 4.3, run as root). Idempotent: what exists is kept.
 #
 #   deploy/base-images.sh            # podman, runc, debootstrap; then the two images below
-#   REBUILD=1 deploy/base-images.sh  # make both images again
+#   REBUILD=1 deploy/base-images.sh  # make both images again (REBUILD=debian: only the Debian one)
 #
 #   localhost/debian:bookworm-slim   debootstrap --variant=minbase bookworm, imported (~50 s)
 #   <the Dockerfile's RUST_IMAGE>    that plus gcc, libc6-dev, make, pkg-config, ca-certificates
@@ -46,7 +46,14 @@ RUNTIME_IMAGE=$(dockerfile_arg RUNTIME_IMAGE)
 DEBIAN_IMAGE=localhost/debian:bookworm-slim
 [ "$RUNTIME_IMAGE" = "debian:bookworm-slim" ] || log "note: the Dockerfile's runtime image is $RUNTIME_IMAGE, made here as $DEBIAN_IMAGE"
 
-have_image() { [ -z "${REBUILD:-}" ] && pm image exists "$1"; }
+# REBUILD=1 makes both images again; REBUILD=debian only the Debian one (the Rust image keeps
+# the one it was made from).
+have_image() {
+  case "${REBUILD:-}:$1" in
+    1:* | "debian:$DEBIAN_IMAGE") return 1 ;;
+  esac
+  pm image exists "$1"
+}
 
 # ---- Debian bookworm, minbase ----------------------------------------------------------------
 if have_image "$DEBIAN_IMAGE"; then
@@ -62,7 +69,31 @@ else
   debootstrap --variant=minbase bookworm "$dir" ${mirror:+"$mirror"} > "$dir.log" 2>&1 \
     || { tail -n 20 "$dir.log" >&2; exit 1; }
   rm -f "$dir.log"
-  # Like the official slim image: no apt caches or lists.
+  # Like the official debian:bookworm-slim: apt keeps no package caches after each run and dpkg
+  # installs no documentation, man pages or translations (the same apt.conf.d and dpkg.cfg.d
+  # settings), so an image's apt layer holds only what its packages install.
+  cat > "$dir/etc/apt/apt.conf.d/docker-clean" <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+  echo 'Acquire::GzipIndexes "true";' > "$dir/etc/apt/apt.conf.d/docker-gzip-indexes"
+  echo 'Acquire::Languages "none";' > "$dir/etc/apt/apt.conf.d/docker-no-languages"
+  echo 'APT::AutoRemove::SuggestsImportant "false";' > "$dir/etc/apt/apt.conf.d/docker-autoremove-suggests"
+  cat > "$dir/etc/dpkg/dpkg.cfg.d/docker" <<'DPKG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/man/*
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/lintian/*
+path-exclude /usr/share/linda/*
+DPKG
+  find "$dir/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete 2>/dev/null || true
+  rm -rf "$dir"/usr/share/man/* "$dir"/usr/share/info/* "$dir"/usr/share/locale/* "$dir"/usr/share/groff/* \
+    "$dir"/usr/share/lintian/*
   rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/*.bin "$dir"/var/cache/apt/archives/*.deb
   tar -C "$dir" -c . | pm import --change 'CMD ["bash"]' - "$DEBIAN_IMAGE" > /dev/null
   rm -rf "$dir"
