@@ -44,6 +44,11 @@ RUN cargo chef cook --release --locked --recipe-path recipe.json \
         -p auth -p gateway -p converter -p notification
 COPY . .
 RUN cargo build --release --locked -p auth -p gateway -p converter -p notification
+# The converter links LAME statically under the GNU LGPL, whose texts go into its image (README.md,
+# "Licences"): the bindings' LGPL-3.0 and LAME's own COPYING, from the one mp3lame-sys in Cargo.lock.
+RUN mkdir -p /licenses/lame \
+    && cp "$CARGO_HOME"/registry/src/*/mp3lame-sys-*/LICENSE /licenses/lame/LGPL-3.0 \
+    && cp "$CARGO_HOME"/registry/src/*/mp3lame-sys-*/lame-*/COPYING /licenses/lame/COPYING
 
 # ---- Runtime base shared by the four services ---------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
@@ -82,6 +87,7 @@ ENTRYPOINT ["/usr/local/bin/gateway"]
 
 FROM runtime AS converter
 COPY --from=builder /src/target/release/converter /usr/local/bin/converter
+COPY --from=builder /licenses/lame /usr/share/doc/lame
 EXPOSE 8082
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/usr/local/bin/converter", "healthcheck"]

@@ -8,6 +8,7 @@
 #   python3 venv        scripts/test-env.sh puts SecantusDB and the SMTP sink in a virtualenv
 #   chromium, node/npm  the web page's browser test (gateway/tests/browser.rs)
 #   cargo-nextest       the test runner
+#   cargo-deny          the dependency licence check (deny.toml)
 #   playwright-core     the browser test's driver (npm ci in gateway/web-tests)
 set -euo pipefail
 PREREQ_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -52,6 +53,10 @@ prereq_install() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "prerequisites: installing cargo-nextest (cargo install, a few minutes)" >&2
     cargo install --locked cargo-nextest
+  fi
+  if ! cargo deny --version >/dev/null 2>&1; then
+    echo "prerequisites: installing cargo-deny (cargo install, a few minutes)" >&2
+    cargo install --locked cargo-deny --version 0.20.2
   fi
 
   local web_tests="$PREREQ_ROOT/gateway/web-tests"

@@ -17,6 +17,9 @@ if [ ${#scope[@]} -gt 0 ]; then
   deploy/validate.sh || status=$?
   # No two modules of a crate import each other (the layering ARCHITECTURE.md describes).
   python3 scripts/module-cycles.py || status=$?
+  # Every dependency's licence is one deny.toml allows. Offline (no advisory database); the crates'
+  # manifests it reads are fetched first, for a machine that has not downloaded them yet.
+  { cargo fetch --locked --quiet && cargo deny --offline check licenses; } || status=$?
 fi
 cargo nextest run "${scope[@]}" --no-fail-fast "$@" || status=$?
 exit $status
