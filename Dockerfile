@@ -20,6 +20,7 @@ ARG RUST_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 # ---- Toolchain and the C libraries the build links against -----------------------------------
+# checkov:skip=CKV_DOCKER_7: the tag comes from the RUST_IMAGE build argument, pinned above (rust:1.95-slim-bookworm)
 FROM ${RUST_IMAGE} AS chef
 # make + gcc: mp3lame-sys compiles LAME from its bundled sources with autotools (Opus is decoded
 # in Rust: no libopus). pkg-config: build scripts that look for system libraries.
