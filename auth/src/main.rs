@@ -30,29 +30,16 @@ enum Command {
 fn main() -> ExitCode {
     // `auth healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
     platform::healthcheck::exit_if_requested(platform::config::defaults::AUTH_HTTP_ADDR);
-    platform::runtime::run(run())
+    platform::runtime::exit_code("auth", platform::runtime::run(run()))
 }
 
-async fn run() -> ExitCode {
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     platform::telemetry::init("auth");
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(error) => {
-            eprintln!("{error}");
-            return ExitCode::from(2);
-        }
-    };
-    let result = match cli.command.unwrap_or(Command::Serve) {
+    let settings = Settings::from_env()?;
+    match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
         Command::CreateUser { email } => create_user(settings, &email).await,
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("auth: {error:#}");
-            ExitCode::FAILURE
-        }
     }
 }
 

@@ -43,10 +43,10 @@ fn parse_cbr(text: &str) -> Result<Quality, String> {
     Quality::parse_cbr(text).map_err(|e| e.0)
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     // `converter healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
     platform::healthcheck::exit_if_requested(platform::config::defaults::CONVERTER_HTTP_ADDR);
-    platform::runtime::run(run())
+    platform::runtime::exit_code("converter", platform::runtime::run(run()))
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -52,13 +52,7 @@ const UPLOAD_PIECE: usize = 1024 * 1024;
 /// Runs the worker from environment variables until SIGTERM/SIGINT.
 pub async fn run() -> anyhow::Result<()> {
     platform::telemetry::init(SERVICE);
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let settings = Settings::from_env()?;
     let bus: Arc<dyn EventBus> = Arc::new(RabbitBus::new(&settings.amqp_url));
     let blobs: Arc<dyn BlobStore> = Arc::new(GridFsStore::new(&settings.mongodb_uri).await?);
     let app = Application::build(settings, bus, blobs).await?;

@@ -1,20 +1,17 @@
 //! The notification worker: `Settings` from the environment, then run until SIGTERM/SIGINT.
 
 use notification::{Application, Settings};
+use std::process::ExitCode;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     // `notification healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
     platform::healthcheck::exit_if_requested(platform::config::defaults::NOTIFICATION_HTTP_ADDR);
-    platform::runtime::run(serve())
+    platform::runtime::exit_code("notification", platform::runtime::run(serve()))
 }
 
 async fn serve() -> anyhow::Result<()> {
     platform::telemetry::init("notification");
-    let settings = Settings::from_env().unwrap_or_else(|e| {
-        // One line naming the variable, not a backtrace.
-        eprintln!("notification: {e}");
-        std::process::exit(2);
-    });
+    let settings = Settings::from_env()?;
     let application = Application::build_with_rabbitmq(settings).await?;
     application
         .run_until_stopped(platform::shutdown::on_signal())

@@ -1,6 +1,9 @@
-//! Process start-up shared by the service binaries: allocator tuning, then the Tokio runtime.
+//! Process start-up and exit shared by the service binaries: allocator tuning, then the Tokio
+//! runtime; at the end, the exit code and the one-line error.
 
+use crate::config::ConfigError;
 use std::future::Future;
+use std::process::ExitCode;
 
 /// Runs `main` to completion on a multi-threaded Tokio runtime, after tuning the allocator.
 /// Call it first thing in `fn main`: the tuning must precede every other thread.
@@ -33,3 +36,43 @@ fn single_malloc_arena() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn single_malloc_arena() {}
+
+/// How a service process ends, for every `main.rs`: success, or the error on one line of standard
+/// error and an exit code — 2 for a configuration error (a [`ConfigError`] anywhere in the error's
+/// chain: the line names the variable), 1 for anything else (`{service}: error: causes`). Library
+/// code returns errors and never ends the process itself.
+pub fn exit_code(service: &str, outcome: anyhow::Result<()>) -> ExitCode {
+    let Err(error) = outcome else {
+        return ExitCode::SUCCESS;
+    };
+    match error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<ConfigError>())
+    {
+        Some(config) => {
+            eprintln!("{config}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprintln!("{service}: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configuration_error_anywhere_in_the_chain_exits_2() {
+        let error = anyhow::Error::new(ConfigError::new("TOKEN_TTL", "forever", "not a duration"))
+            .context("reading the settings");
+        assert_eq!(exit_code("auth", Err(error)), ExitCode::from(2));
+        assert_eq!(
+            exit_code("auth", Err(anyhow::anyhow!("boom"))),
+            ExitCode::FAILURE
+        );
+        assert_eq!(exit_code("auth", Ok(())), ExitCode::SUCCESS);
+    }
+}
