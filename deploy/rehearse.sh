@@ -78,15 +78,18 @@ fi
 # The committed HEAD is built (a `git archive` of it), so that the table belongs to a commit and
 # work in progress in the working tree cannot break or change it; REHEARSAL_SOURCE=worktree builds
 # the working tree as it is, like `docker compose build` would.
-if [ "${REHEARSAL_SOURCE:-head}" = worktree ]; then
+# REHEARSAL_SOURCE=<commit> builds that commit.
+SOURCE=${REHEARSAL_SOURCE:-HEAD}
+if [ "$SOURCE" = worktree ]; then
   CONTEXT="$ROOT"
   SOURCE_NAME="the working tree"
 else
+  [ "$SOURCE" != head ] || SOURCE=HEAD
   CONTEXT="$WORK/context"
   rm -rf "$CONTEXT"
   mkdir -p "$CONTEXT"
-  git -C "$ROOT" archive HEAD | tar -x -C "$CONTEXT"
-  SOURCE_NAME="commit $(git -C "$ROOT" rev-parse --short HEAD)"
+  git -C "$ROOT" archive "$SOURCE" | tar -x -C "$CONTEXT"
+  SOURCE_NAME="commit $(git -C "$ROOT" rev-parse --short "$SOURCE")"
 fi
 BUILD_SECS=""
 if want build; then
@@ -99,8 +102,10 @@ if want build; then
     ok=1
     for service in "${SERVICES[@]}"; do
       say "building --target $service"
-      # Docker's image format, as `docker build` makes: OCI images drop the HEALTHCHECK.
-      if ! pm build --format docker --target "$service" -t "mp3converter/$service:latest" "$CONTEXT" \
+      # Same image format as the builder (podman's default, OCI), or the layer cache misses. OCI
+      # images do not keep the Dockerfile's HEALTHCHECK (compose and k8s declare their own checks);
+      # BUILDAH_FORMAT=docker for every build keeps it, at the price of a cold build.
+      if ! pm build --target "$service" -t "mp3converter/$service:latest" "$CONTEXT" \
           > "$WORK/build-$service.log" 2>&1; then
         ok=0; tail -n 20 "$WORK/build-$service.log" >&2
       fi
