@@ -29,7 +29,11 @@ enum Command {
 
 fn main() -> ExitCode {
     // `auth healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
-    platform::healthcheck::exit_if_requested(platform::config::defaults::AUTH_HTTP_ADDR);
+    if let Some(code) =
+        platform::healthcheck::run_if_requested(platform::config::defaults::AUTH_HTTP_ADDR)
+    {
+        return code;
+    }
     platform::runtime::exit_code("auth", platform::runtime::run(run()))
 }
 

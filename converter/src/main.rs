@@ -45,7 +45,11 @@ fn parse_cbr(text: &str) -> Result<Quality, String> {
 
 fn main() -> std::process::ExitCode {
     // `converter healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
-    platform::healthcheck::exit_if_requested(platform::config::defaults::CONVERTER_HTTP_ADDR);
+    if let Some(code) =
+        platform::healthcheck::run_if_requested(platform::config::defaults::CONVERTER_HTTP_ADDR)
+    {
+        return code;
+    }
     platform::runtime::exit_code("converter", platform::runtime::run(run()))
 }
 

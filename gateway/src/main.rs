@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     // `gateway healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
-    platform::healthcheck::exit_if_requested(platform::config::defaults::GATEWAY_HTTP_ADDR);
+    if let Some(code) =
+        platform::healthcheck::run_if_requested(platform::config::defaults::GATEWAY_HTTP_ADDR)
+    {
+        return code;
+    }
     platform::runtime::exit_code("gateway", platform::runtime::run(serve()))
 }
 

@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 /// The first argument that selects the health check.
@@ -18,18 +19,19 @@ pub const ARGUMENT: &str = "healthcheck";
 /// the 3 s timeout the healthchecks give the command, so a slow answer is reported, not killed.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Runs the health check and exits when the process was started as `<binary> healthcheck …`;
-/// returns otherwise. Call it first in `main`, before logging or the runtime are set up.
-/// `default_http_addr` is the service's default `HTTP_ADDR`, used when the variable is unset.
-pub fn exit_if_requested(default_http_addr: &str) {
+/// Runs the health check when the process was started as `<binary> healthcheck …` and gives the
+/// exit code `main` returns; `None` otherwise. Call it first in `main`, before logging or the
+/// runtime are set up. `default_http_addr` is the service's default `HTTP_ADDR`, used when the
+/// variable is unset.
+pub fn run_if_requested(default_http_addr: &str) -> Option<ExitCode> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some(ARGUMENT) {
-        return;
+        return None;
     }
     let target = args.next();
     if args.next().is_some() {
         eprintln!("usage: {ARGUMENT} [http://HOST:PORT/PATH | /PATH]");
-        std::process::exit(2);
+        return Some(ExitCode::from(2));
     }
     let http_addr = std::env::var("HTTP_ADDR").ok();
     let code = match resolve(
@@ -40,14 +42,14 @@ pub fn exit_if_requested(default_http_addr: &str) {
     {
         Ok(status) => {
             println!("{status}");
-            0
+            ExitCode::SUCCESS
         }
         Err(error) => {
             eprintln!("{ARGUMENT}: {error}");
-            1
+            ExitCode::FAILURE
         }
     };
-    std::process::exit(code);
+    Some(code)
 }
 
 /// Where a health check goes.
