@@ -1,5 +1,6 @@
 //! The command line: global options and one subcommand per action (clap derive).
 
+use api::Quality;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -66,11 +67,12 @@ pub struct ConvertArgs {
     #[arg(long, short)]
     pub output: Option<PathBuf>,
     /// Variable bitrate quality, V0 (best) to V9 (smallest).
-    #[arg(long, value_parser = parse_vbr_quality, conflicts_with = "bitrate")]
-    pub quality: Option<String>,
-    /// Constant bitrate in kbit/s (64 to 320).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(64..=320))]
-    pub bitrate: Option<u16>,
+    // The server's own parser: the CLI refuses exactly what the gateway would refuse.
+    #[arg(long, value_parser = Quality::parse_vbr, conflicts_with = "bitrate")]
+    pub quality: Option<Quality>,
+    /// Constant bitrate in kbit/s: 64, 80, 96, 112, 128, 160, 192, 256 or 320.
+    #[arg(long, value_parser = Quality::parse_cbr)]
+    pub bitrate: Option<Quality>,
     /// How many files are uploaded and converted at once.
     #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub parallel: u16,
@@ -111,19 +113,6 @@ pub struct RmArgs {
     pub ids: Vec<String>,
 }
 
-/// `V0`..`V9` (any case), normalised to upper case.
-pub fn parse_vbr_quality(raw: &str) -> Result<String, String> {
-    let trimmed = raw.trim();
-    let level = trimmed
-        .strip_prefix(['V', 'v'])
-        .and_then(|digits| digits.parse::<u8>().ok())
-        .filter(|level| *level <= 9 && trimmed.len() == 2);
-    match level {
-        Some(level) => Ok(format!("V{level}")),
-        None => Err(format!("{raw:?} is not a quality: use V0 (best) to V9")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,12 +123,43 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn convert_args(options: &[&str]) -> Result<ConvertArgs, clap::Error> {
+        let args = ["mp3", "convert", "a.mp4"].iter().chain(options);
+        match Cli::try_parse_from(args)?.command {
+            Command::Convert(args) => Ok(args),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
     #[test]
     fn vbr_qualities_are_v0_to_v9() {
-        assert_eq!(parse_vbr_quality("v0").unwrap(), "V0");
-        assert_eq!(parse_vbr_quality("V9").unwrap(), "V9");
+        let quality = |level: &str| convert_args(&["--quality", level]).map(|a| a.quality);
+        assert_eq!(quality("v0").unwrap(), Some(Quality::Vbr { level: 0 }));
+        assert_eq!(quality("V9").unwrap(), Some(Quality::Vbr { level: 9 }));
         for bad in ["V10", "V", "9", "Q2", "V-1", "V01"] {
-            assert!(parse_vbr_quality(bad).is_err(), "{bad}");
+            assert!(quality(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bitrates_are_the_ones_the_gateway_accepts() {
+        let bitrate = |kbps: &str| convert_args(&["--bitrate", kbps]).map(|a| a.bitrate);
+        // 100 is inside 64..=320 but no MPEG-1 bitrate: the gateway answers 422, so the CLI
+        // refuses it before uploading anything (it used to accept the whole range).
+        let refused = bitrate("100").unwrap_err();
+        assert_eq!(refused.kind(), clap::error::ErrorKind::ValueValidation);
+        assert!(
+            refused.to_string().contains("bitrate must be one of"),
+            "{refused}"
+        );
+        for kbps in api::CBR_BITRATES {
+            assert_eq!(
+                bitrate(&kbps.to_string()).unwrap(),
+                Some(Quality::Cbr { kbps })
+            );
+        }
+        for bad in ["63", "321", "fast"] {
+            assert!(bitrate(bad).is_err(), "{bad}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! `mp3`: the command-line client of the video→MP3 service.
 //!
-//! [`client`] speaks the REST API, [`config`] remembers a token per server, [`session`] keeps
+//! [`client`] speaks the REST API (its bodies are the [`api`] crate's contract, shared with the
+//! gateway), [`config`] remembers a token per server, [`session`] keeps
 //! a valid token for a command (logging in again when the server refuses one), [`progress`]
 //! draws the bars and prints results, and [`commands`] holds one module per group of
 //! subcommands. `main.rs` only parses the command line and calls [`run`].

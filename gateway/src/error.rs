@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +127,7 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let status = self.status();
-        let body = Json(json!({"error": self.code(), "message": self.to_string()}));
+        let body = Json(api::ErrorBody::new(self.code(), self.to_string()));
         let mut response = (status, body).into_response();
         let headers = response.headers_mut();
         match &self {
@@ -208,10 +207,10 @@ pub async fn route_not_found() -> ApiError {
 
 /// Answer for a known route called with the wrong method.
 pub async fn method_not_allowed() -> Response {
-    let body = Json(json!({
-        "error": "method_not_allowed",
-        "message": "this route does not accept that method",
-    }));
+    let body = Json(api::ErrorBody::new(
+        "method_not_allowed",
+        "this route does not accept that method",
+    ));
     (StatusCode::METHOD_NOT_ALLOWED, body).into_response()
 }
 

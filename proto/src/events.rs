@@ -3,6 +3,7 @@
 //! Every step of a job publishes one of these; the job's state is the fold of them (see
 //! [`crate::job`]). The routing key of an event on the broker is its [`JobEvent::event_type`].
 
+use api::events as names;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -98,17 +99,7 @@ pub enum JobEvent {
 
 impl JobEvent {
     /// Every event type, e.g. for binding a queue to all of them.
-    pub const ALL_TYPES: [&'static str; 9] = [
-        "job.submitted",
-        "conversion.started",
-        "conversion.progress",
-        "conversion.succeeded",
-        "conversion.failed",
-        "notification.sent",
-        "notification.failed",
-        "job.deleted",
-        "job.expired",
-    ];
+    pub const ALL_TYPES: [&'static str; 9] = names::JOB_EVENT_TYPES;
 
     /// The wire name of the event, also its routing key on the broker.
     pub fn event_type(&self) -> &'static str {
@@ -126,67 +117,9 @@ impl JobEvent {
     }
 }
 
-/// Requested MP3 quality: LAME VBR level (V0 best .. V9 smallest) or constant bitrate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "snake_case")]
-pub enum Quality {
-    Vbr { level: u8 },
-    Cbr { kbps: u16 },
-}
-
-impl Default for Quality {
-    fn default() -> Self {
-        Quality::Vbr { level: 2 }
-    }
-}
-
-/// Bitrates LAME accepts for CBR MPEG-1 layer III within the allowed 64–320 range.
-pub const CBR_BITRATES: [u16; 9] = [64, 80, 96, 112, 128, 160, 192, 256, 320];
-
-impl Quality {
-    /// Parses `V0`..`V9` (case-insensitive).
-    pub fn parse_vbr(text: &str) -> Result<Self, QualityError> {
-        let digits = text
-            .strip_prefix(['V', 'v'])
-            .ok_or_else(|| QualityError(format!("quality must be V0 to V9, got {text:?}")))?;
-        match digits.parse::<u8>() {
-            Ok(level) if level <= 9 && digits.len() == 1 => Ok(Quality::Vbr { level }),
-            _ => Err(QualityError(format!(
-                "quality must be V0 to V9, got {text:?}"
-            ))),
-        }
-    }
-
-    /// Parses a CBR bitrate in kbps; one of [`CBR_BITRATES`].
-    pub fn parse_cbr(text: &str) -> Result<Self, QualityError> {
-        let allowed = || {
-            let list: Vec<String> = CBR_BITRATES.iter().map(u16::to_string).collect();
-            QualityError(format!(
-                "bitrate must be one of {} kbps, got {text:?}",
-                list.join(", ")
-            ))
-        };
-        let kbps: u16 = text.trim().parse().map_err(|_| allowed())?;
-        if CBR_BITRATES.contains(&kbps) {
-            Ok(Quality::Cbr { kbps })
-        } else {
-            Err(allowed())
-        }
-    }
-}
-
-impl std::fmt::Display for Quality {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Quality::Vbr { level } => write!(f, "V{level}"),
-            Quality::Cbr { kbps } => write!(f, "{kbps} kbps"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct QualityError(pub String);
+// The quality options are part of the public REST contract (clients parse them too), so they
+// are defined there once; events carry them in the same JSON form.
+pub use api::quality::{CBR_BITRATES, Quality, QualityError};
 
 /// A user uploaded a video; the converter should turn it into an MP3.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -321,21 +254,8 @@ mod tests {
             owner_id: "x".into(),
         });
         assert!(JobEvent::ALL_TYPES.contains(&event.event_type()));
-    }
-
-    #[test]
-    fn quality_parses_vbr_and_cbr_and_refuses_the_rest() {
-        assert_eq!(Quality::parse_vbr("V0").unwrap(), Quality::Vbr { level: 0 });
-        assert_eq!(Quality::parse_vbr("v9").unwrap(), Quality::Vbr { level: 9 });
-        assert!(Quality::parse_vbr("V10").is_err());
-        assert!(Quality::parse_vbr("2").is_err());
-        assert_eq!(
-            Quality::parse_cbr("192").unwrap(),
-            Quality::Cbr { kbps: 192 }
-        );
-        assert!(Quality::parse_cbr("63").is_err());
-        assert!(Quality::parse_cbr("321").is_err());
-        assert!(Quality::parse_cbr("fast").is_err());
-        assert_eq!(Quality::default().to_string(), "V2");
+        // The serde tag is a literal of its own: it must stay the name `event_type` returns.
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["event_type"], event.event_type());
     }
 }

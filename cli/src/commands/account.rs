@@ -36,7 +36,7 @@ pub async fn signup(session: &Session, ui: &Ui) -> Result<u8, CliError> {
             json!({
                 "server": server,
                 "email": email,
-                "user_id": created.get("user_id"),
+                "user_id": created.user_id,
                 "expires_at": cached.expires_at,
             })
         },

@@ -3,10 +3,11 @@
 
 use super::jobs::{duration_text, save_with_bar};
 use crate::cli::ConvertArgs;
-use crate::client::{ClientError, Job, JobStatus, Quality, StreamItem};
+use crate::client::{ClientError, Job, StreamItem};
 use crate::error::CliError;
 use crate::progress::{Ui, human_bytes, short_label};
 use crate::session::Session;
+use api::{JobStatus, Quality};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use indicatif::ProgressBar;
@@ -94,11 +95,8 @@ fn beside(input: &Path, dir: Option<&Path>) -> PathBuf {
 }
 
 pub async fn run(session: &Session, ui: &Ui, args: ConvertArgs) -> Result<u8, CliError> {
-    let quality = match (args.quality, args.bitrate) {
-        (Some(level), _) => Some(Quality::Vbr(level)),
-        (None, Some(kbps)) => Some(Quality::Cbr(kbps)),
-        (None, None) => None,
-    };
+    // clap lets at most one of the two through.
+    let quality = args.quality.or(args.bitrate);
     for input in &args.inputs {
         if !input.is_file() {
             return Err(CliError::Usage(format!(
@@ -148,10 +146,10 @@ impl Report {
                 ui.result(
                     || {
                         let mut details = vec![human_bytes(done.size)];
-                        if let Some(seconds) = done.job.duration_seconds {
+                        if let Some(seconds) = done.job.view.duration_seconds {
                             details.push(duration_text(seconds));
                         }
-                        if let Some(kbps) = done.job.bitrate_kbps {
+                        if let Some(kbps) = done.job.view.bitrate_kbps {
                             details.push(format!("{kbps} kbit/s"));
                         }
                         format!(
@@ -164,11 +162,11 @@ impl Report {
                         json!({
                             "input": input,
                             "status": "succeeded",
-                            "job_id": done.job.id,
+                            "job_id": done.job.id(),
                             "output": done.output,
                             "size_bytes": done.size,
-                            "duration_seconds": done.job.duration_seconds,
-                            "bitrate_kbps": done.job.bitrate_kbps,
+                            "duration_seconds": done.job.view.duration_seconds,
+                            "bitrate_kbps": done.job.view.bitrate_kbps,
                             "deleted": done.deleted,
                         })
                     },
@@ -269,19 +267,22 @@ async fn convert_steps(
         }
     };
     upload_bar.finish_with_message("uploaded");
-    *job_id = Some(submitted.job_id.clone());
+    *job_id = Some(submitted.job_id().to_owned());
 
     let conversion_bar = ui.conversion_bar(&label, Some(&upload_bar));
-    let followed = follow(session, &submitted.job_id, &conversion_bar).await;
+    let followed = follow(session, submitted.job_id(), &conversion_bar).await;
     upload_bar.finish_and_clear();
     conversion_bar.finish_and_clear();
     let job = followed?;
-    match job.status {
+    match job.view.status {
         JobStatus::Succeeded => {}
         JobStatus::Failed => {
             return Err(CliError::JobFailed(format!(
                 "the conversion failed: {}",
-                job.failure_reason.as_deref().unwrap_or("no reason given")
+                job.view
+                    .failure_reason
+                    .as_deref()
+                    .unwrap_or("no reason given")
             )));
         }
         other => {
@@ -291,7 +292,7 @@ async fn convert_steps(
         }
     }
 
-    let id = submitted.job_id.as_str();
+    let id = submitted.job_id();
     let download = session
         .call(|token| async move { client.download(&token, id).await })
         .await?;
@@ -348,7 +349,7 @@ async fn follow(session: &Session, job_id: &str, bar: &ProgressBar) -> Result<Jo
                                 last_event = Some(event_id);
                             }
                             show(bar, &job);
-                            if job.status.is_terminal() {
+                            if job.view.status.is_terminal() {
                                 return Ok(*job);
                             }
                             backoff = reconnect_backoff();
@@ -372,7 +373,7 @@ async fn follow(session: &Session, job_id: &str, bar: &ProgressBar) -> Result<Jo
             .call(|token| async move { client.job(&token, job_id).await })
             .await
         {
-            Ok(job) if job.status.is_terminal() => return Ok(job),
+            Ok(job) if job.view.status.is_terminal() => return Ok(job),
             Ok(job) => show(bar, &job),
             Err(CliError::Client(error)) if error.is_transient() => {}
             Err(error) => return Err(error),
@@ -388,11 +389,11 @@ async fn follow(session: &Session, job_id: &str, bar: &ProgressBar) -> Result<Jo
 }
 
 fn show(bar: &ProgressBar, job: &Job) {
-    match job.status {
+    match job.view.status {
         JobStatus::Submitted => bar.set_message("queued"),
         JobStatus::Converting => {
             bar.set_message("convert");
-            bar.set_position(u64::from(job.progress));
+            bar.set_position(u64::from(job.view.progress));
         }
         JobStatus::Succeeded => {
             bar.set_message("done");

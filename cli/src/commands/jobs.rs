@@ -1,9 +1,10 @@
 //! `mp3 jobs`, `mp3 status ID`, `mp3 download ID` and `mp3 rm ID...`.
 
-use crate::client::{Download, Job, JobStatus};
+use crate::client::{Download, Job};
 use crate::error::CliError;
 use crate::progress::{Ui, human_bytes, short_label};
 use crate::session::Session;
+use api::JobStatus;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ pub async fn list(session: &Session, ui: &Ui, limit: u32) -> Result<u8, CliError
     let mut jobs: Vec<Job> = Vec::new();
     loop {
         let page_size = (limit - jobs.len() as u32).min(MAX_PAGE);
-        let before = jobs.last().map(|job| job.id.clone());
+        let before = jobs.last().map(|job| job.id().to_owned());
         let page = session
             .call(|token| {
                 let before = before.clone();
@@ -52,12 +53,13 @@ fn job_table(jobs: &[Job]) -> String {
         .set_header(["JOB ID", "FILE", "STATUS", "SUBMITTED", "RESULT"]);
     for job in jobs {
         table.add_row([
-            job.id.clone(),
-            short_label(job.original_filename.as_deref().unwrap_or("-"), 32)
+            job.id().to_owned(),
+            short_label(job.view.original_filename.as_deref().unwrap_or("-"), 32)
                 .trim_end()
                 .to_owned(),
             status_text(job),
-            job.submitted_at
+            job.view
+                .submitted_at
                 .map(|at| {
                     at.with_timezone(&chrono::Local)
                         .format("%Y-%m-%d %H:%M")
@@ -71,20 +73,20 @@ fn job_table(jobs: &[Job]) -> String {
 }
 
 fn status_text(job: &Job) -> String {
-    match job.status {
-        JobStatus::Converting => format!("converting {}%", job.progress),
+    match job.view.status {
+        JobStatus::Converting => format!("converting {}%", job.view.progress),
         other => other.to_string(),
     }
 }
 
 fn result_text(job: &Job) -> String {
-    match job.status {
+    match job.view.status {
         JobStatus::Succeeded => {
             let mut parts = Vec::new();
-            if let Some(size) = job.mp3_size_bytes {
+            if let Some(size) = job.view.mp3_size_bytes {
                 parts.push(human_bytes(size));
             }
-            if let Some(seconds) = job.duration_seconds {
+            if let Some(seconds) = job.view.duration_seconds {
                 parts.push(duration_text(seconds));
             }
             if parts.is_empty() {
@@ -94,6 +96,7 @@ fn result_text(job: &Job) -> String {
             }
         }
         JobStatus::Failed => job
+            .view
             .failure_reason
             .clone()
             .unwrap_or_else(|| "unknown reason".into()),
@@ -117,13 +120,13 @@ pub async fn status(session: &Session, ui: &Ui, id: &str) -> Result<u8, CliError
     let job = session
         .call(|token| async move { client.job(&token, id).await })
         .await?;
-    if matches!(job.status, JobStatus::Deleted | JobStatus::Expired) {
+    if matches!(job.view.status, JobStatus::Deleted | JobStatus::Expired) {
         // The job is gone (only its history remains): for the user that is "no such job".
-        let reason = format!("job {id} was {} and no longer exists", job.status);
+        let reason = format!("job {id} was {} and no longer exists", job.view.status);
         ui.error(
             &reason,
             "job_gone",
-            Some(json!({"job_id": id, "status": job.status.as_str()})),
+            Some(json!({"job_id": id, "status": job.view.status.as_str()})),
         );
         return Ok(1);
     }
@@ -133,36 +136,36 @@ pub async fn status(session: &Session, ui: &Ui, id: &str) -> Result<u8, CliError
 
 fn status_lines(job: &Job) -> String {
     let mut lines = vec![
-        format!("job:        {}", job.id),
+        format!("job:        {}", job.id()),
         format!(
             "file:       {}",
-            job.original_filename.as_deref().unwrap_or("-")
+            job.view.original_filename.as_deref().unwrap_or("-")
         ),
         format!("status:     {}", status_text(job)),
     ];
-    if let Some(at) = job.submitted_at {
+    if let Some(at) = job.view.submitted_at {
         lines.push(format!(
             "submitted:  {}",
             at.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S")
         ));
     }
-    if let Some(quality) = &job.quality_label {
+    if let Some(quality) = &job.view.quality_label {
         lines.push(format!("quality:    {quality}"));
     }
-    if let Some(reason) = &job.failure_reason {
+    if let Some(reason) = &job.view.failure_reason {
         lines.push(format!("reason:     {reason}"));
     }
-    if job.status == JobStatus::Succeeded {
-        if let Some(size) = job.mp3_size_bytes {
+    if job.view.status == JobStatus::Succeeded {
+        if let Some(size) = job.view.mp3_size_bytes {
             lines.push(format!("mp3 size:   {}", human_bytes(size)));
         }
-        if let Some(seconds) = job.duration_seconds {
+        if let Some(seconds) = job.view.duration_seconds {
             lines.push(format!("duration:   {}", duration_text(seconds)));
         }
-        if let Some(kbps) = job.bitrate_kbps {
+        if let Some(kbps) = job.view.bitrate_kbps {
             lines.push(format!("bitrate:    {kbps} kbit/s"));
         }
-        lines.push(format!("download:   mp3 download {}", job.id));
+        lines.push(format!("download:   mp3 download {}", job.id()));
     }
     lines.join("\n")
 }

@@ -154,6 +154,8 @@ async fn quality_options_reach_the_server_and_rm_cleans_up() {
     let status = stack.mp3().args(["--json", "status", &id]).run().await;
     status.assert_success();
     assert_eq!(status.json()["quality_label"], "V0");
+    let job: api::JobView = serde_json::from_value(status.json()).unwrap();
+    assert_eq!(job.quality, Some(api::Quality::Vbr { level: 0 }));
 
     let target = stack.work.path().join("clip-128.mp3");
     let cbr = stack
@@ -179,18 +181,29 @@ async fn quality_options_reach_the_server_and_rm_cleans_up() {
         status.stderr()
     );
 
-    // A bitrate the encoder does not offer is refused by the server with its reason.
+    // A bitrate the encoder does not offer is refused with the server's own rule and reason,
+    // on the command line (a usage error) before anything is uploaded.
+    let jobs_before = stack.mp3().args(["--json", "jobs"]).run().await;
+    jobs_before.assert_success();
     let odd = stack
         .mp3()
         .args(["convert", "--bitrate", "100"])
         .args([&video])
         .run()
         .await;
-    odd.assert_failure(1);
+    odd.assert_failure(2);
     assert!(
         odd.stderr().contains("bitrate must be one of"),
         "{}",
         odd.stderr()
+    );
+    let jobs_after = stack.mp3().args(["--json", "jobs"]).run().await;
+    jobs_after.assert_success();
+    assert_eq!(
+        jobs_after.json_lines().len(),
+        jobs_before.json_lines().len(),
+        "a refused bitrate created a job: {}",
+        jobs_after.stdout()
     );
 }
 

@@ -42,6 +42,10 @@ async fn a_converted_job_is_listed_inspected_downloaded_and_removed() {
     let job = status.json();
     assert_eq!(job["job_id"], id.as_str());
     assert_eq!(job["progress"], 100);
+    // `--json` passes the server's job through: it is the contract's view.
+    let view: api::JobView = serde_json::from_value(job.clone()).unwrap();
+    assert_eq!(view.status, api::JobStatus::Succeeded);
+    assert!(view.links.download.is_some(), "{job}");
     assert!(job["mp3_size_bytes"].as_u64().unwrap() > 0);
     let human = stack.mp3().args(["status", &id]).run().await;
     human.assert_success();

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use headers::authorization::Basic;
 use headers::{Authorization, HeaderMapExt};
 use serde::Deserialize;
-use serde_json::json;
 use std::time::Duration;
 
 /// Wait suggested when auth rate-limits without saying how long.
@@ -99,10 +98,11 @@ pub async fn login(
         .login(basic.username(), basic.password(), &client_address)
         .await?;
     if wants_json(&headers) {
-        let expires_at = chrono::DateTime::from_timestamp(issued.expires_at, 0)
-            .map(|t| t.to_rfc3339())
-            .unwrap_or_default();
-        Ok(Json(json!({"token": issued.token, "expires_at": expires_at})).into_response())
+        Ok(Json(api::LoginToken {
+            token: issued.token,
+            expires_at: chrono::DateTime::from_timestamp(issued.expires_at, 0),
+        })
+        .into_response())
     } else {
         Ok((
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -151,12 +151,18 @@ pub async fn signup(
     let user = state.accounts.register(&email, &password).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"user_id": user.user_id, "email": user.email})),
+        Json(api::Account {
+            user_id: user.user_id,
+            email: user.email,
+        }),
     )
         .into_response())
 }
 
 /// `GET /me`: the caller's account, from the token alone (no backing service is asked).
-pub async fn me(user: CurrentUser) -> Json<serde_json::Value> {
-    Json(json!({"user_id": user.id, "email": user.email}))
+pub async fn me(user: CurrentUser) -> Json<api::Account> {
+    Json(api::Account {
+        user_id: user.id,
+        email: user.email,
+    })
 }

@@ -13,11 +13,10 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
-use proto::events::{JobDeleted, JobEvent};
+use proto::events::{FailureKind, JobDeleted, JobEvent};
+use proto::job::NotificationState;
 use proto::{Envelope, JobState, JobStatus};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -28,26 +27,12 @@ use uuid::Uuid;
 const DEFAULT_PAGE: u32 = 20;
 const MAX_PAGE: u32 = 100;
 
-/// A job as clients see it: its folded state plus links.
-#[derive(Serialize)]
-pub struct JobView {
-    #[serde(flatten)]
-    state: JobState,
-    /// The requested quality in its familiar form (`V2`, `192 kbps`); `null` = default.
-    quality_label: Option<String>,
-    /// When the job's files are (or were) deleted: `RETENTION` after it finished; `null` while
-    /// it runs or once deleted by its owner.
-    expires_at: Option<DateTime<Utc>>,
-    links: serde_json::Value,
-}
-
-fn view(state: &AppState, job: JobState) -> JobView {
+/// The public view of a job, built field by field from its fold: a field of the internal
+/// state reaches clients only when it is named here (`owner_id` is not: the caller is the owner).
+fn view(state: &AppState, job: JobState) -> api::JobView {
     let mut links = state.job_links(job.job_id);
     if job.status != JobStatus::Succeeded {
-        links
-            .as_object_mut()
-            .expect("links are an object")
-            .remove("download");
+        links.download = None;
     }
     let expires_at = match job.status {
         JobStatus::Succeeded | JobStatus::Failed | JobStatus::Expired => job
@@ -55,11 +40,54 @@ fn view(state: &AppState, job: JobState) -> JobView {
             .and_then(|finished| expires_at(finished, state.retention)),
         JobStatus::Submitted | JobStatus::Converting | JobStatus::Deleted => None,
     };
-    JobView {
+    api::JobView {
+        job_id: job.job_id.to_string(),
+        status: public_status(job.status),
+        original_filename: job.original_filename,
+        video_file_id: job.video_file_id,
+        quality: job.quality,
+        progress: job.progress,
+        submitted_at: job.submitted_at,
+        started_at: job.started_at,
+        finished_at: job.finished_at,
+        updated_at: job.updated_at,
+        attempts: job.attempts,
+        failure_reason: job.failure_reason,
+        failure_kind: job.failure_kind.map(|kind| match kind {
+            FailureKind::Unconvertible => api::FailureKind::Unconvertible,
+            FailureKind::RetriesExhausted => api::FailureKind::RetriesExhausted,
+        }),
+        mp3_file_id: job.mp3_file_id,
+        mp3_size_bytes: job.mp3_size_bytes,
+        duration_seconds: job.duration_seconds,
+        bitrate_kbps: job.bitrate_kbps,
+        notification: job.notification.map(|outcome| match outcome {
+            NotificationState::Sent { at } => api::Notification {
+                status: api::NotificationStatus::Sent,
+                at: Some(at),
+                reason: None,
+            },
+            NotificationState::Failed { at, reason } => api::Notification {
+                status: api::NotificationStatus::Failed,
+                at: Some(at),
+                reason: Some(reason),
+            },
+        }),
         quality_label: job.quality.map(|q| q.to_string()),
         expires_at,
-        state: job,
         links,
+    }
+}
+
+/// Exhaustive on purpose: a new internal status must be given a public name before it builds.
+fn public_status(status: JobStatus) -> api::JobStatus {
+    match status {
+        JobStatus::Submitted => api::JobStatus::Submitted,
+        JobStatus::Converting => api::JobStatus::Converting,
+        JobStatus::Succeeded => api::JobStatus::Succeeded,
+        JobStatus::Failed => api::JobStatus::Failed,
+        JobStatus::Deleted => api::JobStatus::Deleted,
+        JobStatus::Expired => api::JobStatus::Expired,
     }
 }
 
@@ -100,7 +128,7 @@ pub async fn list(
     State(state): State<AppState>,
     user: CurrentUser,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<api::JobList>, ApiError> {
     let Query(query) = query?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
@@ -119,7 +147,7 @@ pub async fn list(
         .events_of_jobs(&ids)
         .await
         .map_err(store_unavailable)?;
-    let jobs: Vec<JobView> = ids
+    let jobs: Vec<api::JobView> = ids
         .iter()
         .filter_map(|id| JobState::fold(*id, &events))
         .map(|job| view(&state, job))
@@ -128,7 +156,7 @@ pub async fn list(
         .then(|| ids.last())
         .flatten()
         .map(|last| state.link(&format!("/jobs?limit={limit}&before={last}")));
-    Ok(Json(json!({"jobs": jobs, "next": next})))
+    Ok(Json(api::JobList { jobs, next }))
 }
 
 /// `GET /jobs/{id}`.
@@ -136,7 +164,7 @@ pub async fn status(
     State(state): State<AppState>,
     user: CurrentUser,
     Path(id): Path<String>,
-) -> Result<Json<JobView>, ApiError> {
+) -> Result<Json<api::JobView>, ApiError> {
     let job_id = parse_job_id(&id)?;
     let job = owned_job(&state, &user, job_id).await?;
     Ok(Json(view(&state, job)))
@@ -232,9 +260,14 @@ async fn stream_job(
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(%job_id, error = %e, "job stream cannot read the store");
+                let body = api::ErrorBody::new(
+                    "service_unavailable",
+                    "the job store is unavailable, reconnect later",
+                );
                 let event = Event::default()
-                    .event("error")
-                    .data(json!({"error": "service_unavailable", "message": "the job store is unavailable, reconnect later"}).to_string());
+                    .event(api::events::ERROR)
+                    .json_data(body)
+                    .expect("an error body serialises");
                 let _ = sender.send(Ok(event)).await;
                 return;
             }
@@ -251,11 +284,15 @@ async fn stream_job(
             if !sent.insert(event.event_id) {
                 continue;
             }
-            let data = json!({"event": event, "job": view(&state, job.clone())});
+            let message = api::events::JobEventMessage {
+                event: serde_json::to_value(event).expect("events serialise"),
+                job: view(&state, job.clone()),
+            };
             let sse = Event::default()
                 .event(event.event_type())
                 .id(event.event_id.to_string())
-                .data(data.to_string());
+                .json_data(message)
+                .expect("a job event message serialises");
             if sender.send(Ok(sse)).await.is_err() {
                 return;
             }

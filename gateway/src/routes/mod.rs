@@ -59,12 +59,13 @@ impl AppState {
         format!("{}{path}", self.public_base_url)
     }
 
-    pub fn job_links(&self, job_id: Uuid) -> serde_json::Value {
-        serde_json::json!({
-            "status": self.link(&format!("/jobs/{job_id}")),
-            "events": self.link(&format!("/jobs/{job_id}/events")),
-            "download": self.link(&format!("/jobs/{job_id}/mp3")),
-        })
+    /// The job's links, `download` included (callers drop it while there is no MP3).
+    pub fn job_links(&self, job_id: Uuid) -> api::JobLinks {
+        api::JobLinks {
+            status: self.link(&format!("/jobs/{job_id}")),
+            events: self.link(&format!("/jobs/{job_id}/events")),
+            download: Some(self.link(&format!("/jobs/{job_id}/mp3"))),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use super::{AppState, CurrentUser};
 use crate::error::ApiError;
 use crate::filenames::SafeFilename;
 use crate::observability;
+use api::quality::{BITRATE_PARAM, QUALITY_PARAM};
 use axum::Json;
 use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
 use axum::extract::rejection::QueryRejection;
@@ -52,7 +53,7 @@ struct QualityChoice {
 impl QualityChoice {
     fn set(&mut self, field: &str, value: String) -> Result<(), ApiError> {
         let slot = match field {
-            "quality" => &mut self.vbr,
+            QUALITY_PARAM => &mut self.vbr,
             _ => &mut self.cbr,
         };
         if slot.is_some() {
@@ -64,17 +65,11 @@ impl QualityChoice {
         Ok(())
     }
 
-    /// `None`: no preference (the converter's default, V2).
+    /// `None`: no preference (the converter's default, V2). The rule is the API contract's,
+    /// shared with the CLI so both refuse the same values.
     fn resolve(&self) -> Result<Option<Quality>, ApiError> {
-        let invalid = |e: proto::events::QualityError| ApiError::Unprocessable(e.0);
-        match (&self.vbr, &self.cbr) {
-            (Some(_), Some(_)) => Err(ApiError::Unprocessable(
-                "give either quality (V0-V9) or bitrate (kbps), not both".into(),
-            )),
-            (Some(vbr), None) => Quality::parse_vbr(vbr.trim()).map(Some).map_err(invalid),
-            (None, Some(cbr)) => Quality::parse_cbr(cbr).map(Some).map_err(invalid),
-            (None, None) => Ok(None),
-        }
+        Quality::from_request(self.vbr.as_deref(), self.cbr.as_deref())
+            .map_err(|e| ApiError::Unprocessable(e.0))
     }
 }
 
@@ -133,10 +128,10 @@ async fn accept(
     let Query(query) = query?;
     let mut received = Received::default();
     if let Some(quality) = query.quality {
-        received.quality.set("quality", quality)?;
+        received.quality.set(QUALITY_PARAM, quality)?;
     }
     if let Some(bitrate) = query.bitrate {
-        received.quality.set("bitrate", bitrate)?;
+        received.quality.set(BITRATE_PARAM, bitrate)?;
     }
     received.quality.resolve()?;
     let mut multipart = multipart.map_err(|e| {
@@ -229,16 +224,16 @@ async fn accept(
     tracing::info!(%job_id, owner_id = %user.id, size, "video accepted");
 
     let status_link = state.link(&format!("/jobs/{job_id}"));
-    let body = json!({
-        "job_id": job_id,
-        "video_file_id": stored.id,
-        "status": "submitted",
-        "original_filename": filename.as_str(),
-        "size_bytes": size,
-        "content_type": content_type,
-        "quality": quality.map(|q| q.to_string()),
-        "links": state.job_links(job_id),
-    });
+    let body = api::UploadAccepted {
+        job_id: job_id.to_string(),
+        video_file_id: stored.id,
+        status: api::JobStatus::Submitted,
+        original_filename: filename.to_string(),
+        size_bytes: size,
+        content_type,
+        quality: quality.map(|q| q.to_string()),
+        links: state.job_links(job_id),
+    };
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, status_link)],
@@ -291,7 +286,7 @@ async fn receive(
             continue;
         }
         let name = field.name().unwrap_or_default().to_owned();
-        if name == "quality" || name == "bitrate" {
+        if name == QUALITY_PARAM || name == BITRATE_PARAM {
             let value = small_text(&mut field, MAX_OPTION_FIELD_BYTES, &name).await?;
             received.quality.set(&name, value)?;
         } else {

@@ -303,7 +303,11 @@ impl TestApp {
             .upload(user, filename, b"not really a video".to_vec(), "")
             .await;
         assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
-        response.json().await.unwrap()
+        let body: Value = response.json().await.unwrap();
+        let accepted: api::UploadAccepted =
+            serde_json::from_value(body.clone()).expect("the contract's upload answer");
+        assert_eq!(accepted.status, api::JobStatus::Submitted);
+        body
     }
 
     pub async fn get(&self, user: &User, path: &str) -> reqwest::Response {
@@ -497,6 +501,8 @@ pub async fn assert_error(response: reqwest::Response, status: u16, code: &str) 
     );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], code, "{body}");
+    let typed: api::ErrorBody = serde_json::from_value(body.clone()).expect("{error, message}");
+    assert_eq!(typed.error, code);
     assert!(
         body["message"].as_str().is_some_and(|m| !m.is_empty()),
         "{body}"

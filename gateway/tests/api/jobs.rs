@@ -27,6 +27,12 @@ async fn status_follows_the_converters_events() {
         state["links"]["download"],
         format!("http://mp3converter.test/jobs/{job_id}/mp3")
     );
+    // The body is the public contract and nothing else: it reads as `api::JobView` and writes
+    // back identical, so no internal field of the fold slips out beside the listed ones.
+    let view: api::JobView = serde_json::from_value(state.clone()).unwrap();
+    assert_eq!(view.status, api::JobStatus::Succeeded);
+    assert_eq!(serde_json::to_value(&view).unwrap(), state);
+    assert!(state.get("owner_id").is_none(), "{state}");
 }
 
 #[tokio::test]
@@ -134,6 +140,15 @@ async fn the_event_stream_is_live_until_the_job_is_done() {
     let last = &events[3].1;
     assert_eq!(last["job"]["status"], "succeeded");
     assert_eq!(last["job"]["progress"], 100);
+    for (name, data) in &events {
+        let message: api::events::JobEventMessage = serde_json::from_value(data.clone())
+            .unwrap_or_else(|e| panic!("{name}: not the contract's event message ({e}): {data}"));
+        assert!(
+            api::events::JOB_EVENT_TYPES.contains(&name.as_str()),
+            "{name}"
+        );
+        assert_eq!(message.event["event_type"], name.as_str());
+    }
 
     // Reconnecting after the end replays the history and ends at once.
     let again = app.get(&user, &format!("/jobs/{job_id}/events")).await;
@@ -178,8 +193,14 @@ async fn jobs_are_listed_newest_first_with_pagination() {
     assert_eq!(listed, [ids[0].as_str()]);
     assert!(rest["next"].is_null());
 
-    let all: Value = app.get(&user, "/jobs").await.json().await.unwrap();
-    assert_eq!(all["jobs"].as_array().unwrap().len(), 3);
+    let all: api::JobList = app.get(&user, "/jobs").await.json().await.unwrap();
+    assert_eq!(all.jobs.len(), 3);
+    assert!(
+        all.jobs
+            .iter()
+            .all(|j| j.status == api::JobStatus::Submitted)
+    );
+    assert_eq!(all.next, None);
 
     for bad in ["/jobs?limit=0", "/jobs?limit=1000"] {
         assert_error(app.get(&user, bad).await, 422, "unprocessable_entity").await;
