@@ -161,11 +161,6 @@ services:
     ports: !override
       - "127.0.0.1:$HOST_PORT:8080"
 EOF
-for port in "$HOST_PORT" 8025 15672; do
-  if ss -Hltn "sport = :$port" | grep -q .; then
-    say "port $port is in use on this machine; set REHEARSAL_HTTP_PORT (gateway) or free it"; exit 1
-  fi
-done
 cname() { # compose service -> its container's name
   pm ps -a --filter "label=io.podman.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1" \
     --format '{{.Names}}' | head -n1
@@ -182,6 +177,12 @@ UP_SECS=""
 if want compose; then
   say "removing an earlier rehearsal stack (containers and volumes of project $PROJECT)"
   remove_stack
+  # After removing an earlier rehearsal stack: the ports must be free on this machine.
+  for port in "$HOST_PORT" 8025 15672; do
+    if ss -Hltn "sport = :$port" | grep -q .; then
+      say "port $port is in use on this machine; set REHEARSAL_HTTP_PORT (gateway) or free it"; exit 1
+    fi
+  done
   t0=$(ts)
   if compose up -d --no-start > "$WORK/compose-up.log" 2>&1 \
      && "$VENV/bin/python" deploy/rehearsal/compose_up.py docker-compose.yml "$PROJECT" 600 | tee "$WORK/health.log"; then
