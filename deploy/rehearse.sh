@@ -166,10 +166,12 @@ cname() { # compose service -> its container's name
     --format '{{.Names}}' | head -n1
 }
 remove_stack() { # the project's containers with their anonymous volumes, then its named volumes and network
-  local ids
+  local ids volumes=""
   ids=$(pm ps -aq --filter "label=io.podman.compose.project=$PROJECT")
-  [ -z "$ids" ] || pm rm -f -v -t 10 $ids > /dev/null
+  [ -z "$ids" ] || volumes=$(pm inspect -f '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}' $ids 2>/dev/null || true)
   compose down -v > "$WORK/compose-down.log" 2>&1 || true
+  # podman-compose's `down -v` leaves the anonymous volumes (e.g. mongo's /data/configdb).
+  for volume in $volumes; do pm volume rm -f "$volume" > /dev/null 2>&1 || true; done
 }
 compose() { "$VENV/bin/podman-compose" --podman-path podman -p "$PROJECT" -f docker-compose.yml -f "$OVERRIDE" "$@"; }
 
