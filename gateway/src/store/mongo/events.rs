@@ -40,20 +40,6 @@ impl MongoEventStore {
             .await?;
         Ok(())
     }
-
-    fn decode(document: &Document) -> Result<Envelope, StoreError> {
-        let id = document.get_str("_id").unwrap_or("?").to_owned();
-        let json = document
-            .get_str("envelope")
-            .map_err(|e| StoreError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
-        Envelope::from_json(json.as_bytes()).map_err(|e| StoreError::Corrupt {
-            id,
-            reason: e.to_string(),
-        })
-    }
 }
 
 #[async_trait]
@@ -95,7 +81,7 @@ impl EventStore for MongoEventStore {
             .await?;
         let mut events = Vec::with_capacity(documents.len());
         for document in &documents {
-            match Self::decode(document) {
+            match super::envelope_of(document) {
                 Ok(event) => events.push(event),
                 // One unreadable event must not hide the whole job.
                 Err(e) => tracing::error!(error = %e, "skipping an unreadable stored event"),
@@ -119,13 +105,7 @@ impl EventStore for MongoEventStore {
             .await?
             .try_collect()
             .await?;
-        let mut jobs: Vec<Uuid> = documents
-            .iter()
-            .filter_map(|d| d.get_str("job_id").ok())
-            .filter_map(|id| Uuid::parse_str(id).ok())
-            .collect();
-        jobs.dedup();
-        Ok(jobs)
+        Ok(super::job_ids(&documents))
     }
 
     async fn submitted_jobs(&self) -> Result<Vec<Uuid>, StoreError> {
@@ -137,13 +117,7 @@ impl EventStore for MongoEventStore {
             .await?
             .try_collect()
             .await?;
-        let mut jobs: Vec<Uuid> = documents
-            .iter()
-            .filter_map(|d| d.get_str("job_id").ok())
-            .filter_map(|id| Uuid::parse_str(id).ok())
-            .collect();
-        jobs.dedup();
-        Ok(jobs)
+        Ok(super::job_ids(&documents))
     }
 
     async fn check(&self) -> Result<(), StoreError> {

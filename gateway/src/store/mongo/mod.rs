@@ -9,7 +9,34 @@ pub use events::MongoEventStore;
 pub use outbox::MongoOutbox;
 pub use retention::MongoRetentionLedger;
 
+use super::StoreError;
+use mongodb::bson::Document;
 use mongodb::error::{ErrorKind, WriteFailure};
+use proto::Envelope;
+use uuid::Uuid;
+
+/// The envelope kept as JSON text in a document's `envelope` field (events and outbox entries).
+fn envelope_of(document: &Document) -> Result<Envelope, StoreError> {
+    let corrupt = |reason: String| StoreError::Corrupt {
+        id: document.get_str("_id").unwrap_or("?").to_owned(),
+        reason,
+    };
+    let json = document
+        .get_str("envelope")
+        .map_err(|e| corrupt(e.to_string()))?;
+    Envelope::from_json(json.as_bytes()).map_err(|e| corrupt(e.to_string()))
+}
+
+/// The distinct job ids of documents projected to `job_id`, in the order found.
+fn job_ids(documents: &[Document]) -> Vec<Uuid> {
+    let mut jobs: Vec<Uuid> = documents
+        .iter()
+        .filter_map(|d| d.get_str("job_id").ok())
+        .filter_map(|id| Uuid::parse_str(id).ok())
+        .collect();
+    jobs.dedup();
+    jobs
+}
 
 /// True when MongoDB refused a write because the `_id` (or another unique key) already exists.
 pub fn is_duplicate_key(error: &mongodb::error::Error) -> bool {

@@ -112,19 +112,7 @@ impl Outbox for MongoOutbox {
         let Some(document) = claimed else {
             return Ok(None);
         };
-        let id = document.get_str("_id").unwrap_or("?").to_owned();
-        let json = document
-            .get_str("envelope")
-            .map_err(|e| StoreError::Corrupt {
-                id: id.clone(),
-                reason: e.to_string(),
-            })?;
-        Envelope::from_json(json.as_bytes())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                id,
-                reason: e.to_string(),
-            })
+        super::envelope_of(&document).map(Some)
     }
 
     async fn pending(&self) -> Result<u64, StoreError> {
