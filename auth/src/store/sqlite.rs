@@ -1,5 +1,5 @@
 //! SQLite implementation of the store, for the all-in-one mode: one local file (WAL journal, so
-//! readers never wait for the writer), the schema from `migrations/sqlite/`. Same queries and
+//! readers never wait for the writer), the schema from `auth/migrations/sqlite/`. Same queries and
 //! semantics as the MySQL store: lower-cased unique emails, UTC timestamps written by the service.
 
 use super::{NewSigningKey, SigningKeyStore, StoreError, StoredSigningKey, User, UserStore};
@@ -14,8 +14,8 @@ use sqlx::{Connection, Row};
 use std::path::Path;
 use std::time::Duration;
 
-/// The schema of `migrations/sqlite/`, embedded at compile time.
-static MIGRATOR: Migrator = sqlx::migrate!("../migrations/sqlite");
+/// The schema of `auth/migrations/sqlite/`, embedded at compile time.
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
 /// How long a statement waits for another connection's (or process's) write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,13 +44,22 @@ impl SqliteStore {
         let pool_options = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(5));
+        // Opening a fresh file switches it to WAL, which needs the write lock; SQLite answers
+        // "database is locked" at once (without its busy handler) when another process is doing
+        // the same, so lock contention is waited out here, within BUSY_TIMEOUT, whatever `backoff`
+        // the caller allows for outages.
+        let open_waiting_out_locks = || {
+            (|| pool_options.clone().connect_with(options.clone()))
+                .retry(
+                    backon::ConstantBuilder::default()
+                        .with_delay(LOCK_RETRY_DELAY)
+                        .with_max_times(lock_retries()),
+                )
+                .when(is_locked)
+        };
         let attempt = || async {
             create_parent_directory(options.get_filename())?;
-            pool_options
-                .clone()
-                .connect_with(options.clone())
-                .await
-                .map_err(anyhow::Error::from)
+            open_waiting_out_locks().await.map_err(anyhow::Error::from)
         };
         let pool = attempt
             .retry(backoff)
@@ -95,6 +104,25 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// Pause between two tries to open a file another connection holds locked.
+const LOCK_RETRY_DELAY: Duration = Duration::from_millis(25);
+
+fn lock_retries() -> usize {
+    (BUSY_TIMEOUT.as_millis() / LOCK_RETRY_DELAY.as_millis()) as usize
+}
+
+/// SQLITE_BUSY (5) and SQLITE_LOCKED (6), extended codes included: another connection holds the
+/// lock this one needs.
+fn is_locked(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(database) = error else {
+        return false;
+    };
+    database
+        .code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
 }
 
 /// Whether the URL chooses its own open mode (`ro`, `rw`, `rwc`, `memory`).
