@@ -13,6 +13,7 @@
 //! | `SMTP_URL` | unset | set: mails sent over SMTP instead of written to `$DATA_DIR/mail` |
 
 use notification::configuration::{PublicBaseUrl, SmtpUrl};
+use platform::SecretUrl;
 use platform::config::{self, ConfigError};
 use platform::rabbit::Topology;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -26,7 +27,7 @@ pub const DEFAULT_HTTP_ADDR: SocketAddr =
 /// Where each part of the state lives under the data directory.
 pub mod layout {
     /// The SQLite database of accounts and signing keys.
-    pub const AUTH_DATABASE: &str = "auth.db";
+    pub const AUTH_DATABASE: &str = auth::backends::EMBEDDED_DATABASE;
     /// Uploaded videos and MP3s (`files/videos`, `files/mp3s`).
     pub const FILES: &str = "files";
     /// The event log and the outbox.
@@ -48,11 +49,11 @@ pub struct Settings {
     /// `PUBLIC_BASE_URL`; `None`: derived from the address the API listens on.
     pub public_base_url: Option<PublicBaseUrl>,
     /// `DATABASE_URL` when it names a real database; `None`: SQLite in the data directory.
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretUrl>,
     /// `MONGODB_URI`; `None`: files, events and the sent log on the local disk.
-    pub mongodb_uri: Option<String>,
+    pub mongodb_uri: Option<SecretUrl>,
     /// `AMQP_URL`; `None`: the in-process bus.
-    pub amqp_url: Option<String>,
+    pub amqp_url: Option<SecretUrl>,
     /// The RabbitMQ names (tests isolate theirs); production names by default.
     pub topology: Option<Topology>,
     /// `SMTP_URL`; `None`: mails written into the data directory.
@@ -73,14 +74,16 @@ impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(config::string_or("DATA_DIR", DEFAULT_DATA_DIR));
         let http_addr = config::or_default("HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
-        let database_url = config::raw("DATABASE_URL");
-        let auth = auth::Settings::from_env_with_database(&sqlite_url(&data_dir))?;
+        let database_url = config::raw("DATABASE_URL").map(SecretUrl::from);
+        let auth = auth::Settings::from_env_with_database(
+            auth::backends::embedded_url(&data_dir).expose(),
+        )?;
         let notification = notification::Settings::from_env()?;
         Ok(Self {
             public_base_url: config::optional("PUBLIC_BASE_URL")?,
             database_url,
-            mongodb_uri: config::raw("MONGODB_URI"),
-            amqp_url: config::raw("AMQP_URL"),
+            mongodb_uri: config::raw("MONGODB_URI").map(SecretUrl::from),
+            amqp_url: config::raw("AMQP_URL").map(SecretUrl::from),
             topology: None,
             // Parsed (and reported without its password) by the notification service.
             smtp_url: config::raw("SMTP_URL").map(|_| notification.smtp_url.clone()),
@@ -97,6 +100,7 @@ impl Settings {
 
     /// Every backend embedded under `data_dir`, the API on a free loopback port, short retry
     /// delays and cheap password hashing. Tests switch backends to real ones by setting fields.
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
         let data_dir = data_dir.into();
         let unique = uuid::Uuid::new_v4().simple().to_string();
@@ -110,7 +114,7 @@ impl Settings {
             smtp_url: None,
             start_converter: true,
             start_notification: true,
-            auth: auth::Settings::for_tests(&sqlite_url(&data_dir)),
+            auth: auth::Settings::for_tests(auth::backends::embedded_url(&data_dir).expose()),
             gateway: gateway::Settings::for_tests(
                 "http://unused",
                 "mongodb://unused",
@@ -130,19 +134,13 @@ impl Settings {
 
     /// `DATABASE_URL` as auth gets it: the real one when set, else the SQLite file.
     pub fn auth_database_url(&self) -> String {
-        self.database_url
-            .clone()
-            .unwrap_or_else(|| sqlite_url(&self.data_dir))
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => auth::backends::embedded_url(&self.data_dir)
+                .expose()
+                .to_owned(),
+        }
     }
-}
-
-/// `sqlite://<DATA_DIR>/auth.db?mode=rwc`, the path percent-encoded where SQLite URLs need it.
-pub fn sqlite_url(data_dir: &std::path::Path) -> String {
-    use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
-    const SPECIAL: &AsciiSet = &CONTROLS.add(b'%').add(b'?').add(b'#').add(b' ');
-    let path = data_dir.join(layout::AUTH_DATABASE);
-    let text = path.to_string_lossy();
-    format!("sqlite://{}?mode=rwc", utf8_percent_encode(&text, SPECIAL))
 }
 
 /// The base of links when `PUBLIC_BASE_URL` is unset: the API's own address, with `localhost`
@@ -160,21 +158,6 @@ pub fn default_public_base_url(address: SocketAddr) -> PublicBaseUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sqlite_urls_point_into_the_data_directory_and_survive_odd_paths() {
-        assert_eq!(
-            sqlite_url(std::path::Path::new("./data")),
-            "sqlite://./data/auth.db?mode=rwc"
-        );
-        let odd = sqlite_url(std::path::Path::new("/tmp/my data?#%"));
-        assert_eq!(odd, "sqlite:///tmp/my%20data%3F%23%25/auth.db?mode=rwc");
-        let options: sqlx::sqlite::SqliteConnectOptions = odd.parse().unwrap();
-        assert_eq!(
-            options.get_filename(),
-            std::path::Path::new("/tmp/my data?#%/auth.db")
-        );
-    }
 
     #[test]
     fn links_default_to_the_listening_address() {

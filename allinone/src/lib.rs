@@ -26,14 +26,8 @@ use crate::banner::{MailDestination, Summary};
 use crate::bus::PublishOnce;
 use crate::configuration::{default_public_base_url, layout};
 use anyhow::Context;
-use backon::BackoffBuilder;
-use gateway::store::{
-    EventStore, LocalEventStore, LocalOutbox, LocalRetentionLedger, MongoEventStore,
-};
+use gateway::store::EventStore;
 use notification::local_mailer::FileMailer;
-use notification::local_sent_log::LocalSentLog;
-use notification::mailer::{Mailer, SmtpMailer};
-use notification::sent_log::{MongoSentLog, SentLog};
 use platform::blob::{BlobStore, GridFsStore};
 use platform::bus::{EventBus, Subscription};
 use platform::local_blob::DiskStore;
@@ -58,6 +52,8 @@ pub struct AllInOne {
     address: SocketAddr,
     /// Held while running: a second process on the same data directory would corrupt it.
     lock: std::fs::File,
+    /// The process's one MongoDB client, closed after every part stopped.
+    mongo: Option<mongodb::Client>,
     auth: auth::Application,
     gateway: gateway::Application,
     converter: Option<converter::worker::Application>,
@@ -109,18 +105,6 @@ fn sample_video() -> Option<PathBuf> {
         .flatten()
 }
 
-async fn mongo_client(uri: &str) -> anyhow::Result<mongodb::Client> {
-    let mut options = mongodb::options::ClientOptions::parse(uri)
-        .await
-        .context("invalid MONGODB_URI")?;
-    options.server_selection_timeout = Some(Duration::from_secs(5));
-    options.connect_timeout = Some(Duration::from_secs(5));
-    options
-        .app_name
-        .get_or_insert_with(|| "mp3converter".into());
-    Ok(mongodb::Client::with_options(options)?)
-}
-
 impl AllInOne {
     /// Opens the data directory, builds the backends (embedded or real), and builds and binds the
     /// four services. Real backing services need not be up yet: each service waits for its own.
@@ -147,6 +131,16 @@ impl AllInOne {
         let lock = lock_data_dir(&data_dir)?;
         let mut backends: Vec<(&'static str, String)> = Vec::new();
 
+        // One MongoDB client for GridFS, the event store and the sent log alike.
+        let mongo = match &mongodb_uri {
+            Some(uri) => Some(
+                platform::mongo::connect(uri, "mp3converter")
+                    .await
+                    .context("invalid MONGODB_URI")?,
+            ),
+            None => None,
+        };
+
         let subscriptions = vec![
             gateway::pipeline::subscription(),
             converter::worker::Application::subscription(&converter_settings),
@@ -154,9 +148,8 @@ impl AllInOne {
         ];
         let (bus, rabbit): (Arc<dyn EventBus>, _) = match &amqp_url {
             Some(url) => {
-                let rabbit = Arc::new(
-                    RabbitBus::new(url.clone()).with_topology(topology.unwrap_or_default()),
-                );
+                let rabbit =
+                    Arc::new(RabbitBus::new(url).with_topology(topology.unwrap_or_default()));
                 backends.push(("event bus", "RabbitMQ at AMQP_URL".into()));
                 (rabbit.clone(), Some((rabbit, subscriptions)))
             }
@@ -171,10 +164,10 @@ impl AllInOne {
             }
         };
 
-        let blobs: Arc<dyn BlobStore> = match &mongodb_uri {
-            Some(uri) => {
+        let blobs: Arc<dyn BlobStore> = match &mongo {
+            Some(client) => {
                 backends.push(("files", "GridFS at MONGODB_URI".into()));
-                Arc::new(GridFsStore::new(uri).await.context("invalid MONGODB_URI")?)
+                Arc::new(GridFsStore::new(client))
             }
             None => {
                 let root = data_dir.join(layout::FILES);
@@ -187,26 +180,21 @@ impl AllInOne {
             }
         };
 
-        auth_settings.database_url = match &database_url {
-            Some(url) => {
-                backends.push(("users", "database at DATABASE_URL".into()));
-                url.clone()
-            }
-            None => {
-                let url = configuration::sqlite_url(&data_dir);
-                backends.push((
-                    "users",
-                    format!(
-                        "SQLite in {}",
-                        data_dir.join(layout::AUTH_DATABASE).display()
-                    ),
-                ));
-                url
-            }
-        };
         auth_settings.grpc_addr = LOOPBACK_ANY_PORT;
         auth_settings.http_addr = LOOPBACK_ANY_PORT;
-        let auth = auth::Application::build(auth_settings)
+        let auth_backends = match database_url {
+            Some(url) => {
+                backends.push(("users", "database at DATABASE_URL".into()));
+                auth_settings.database_url = url;
+                auth::Backends::connect(&auth_settings).await?
+            }
+            None => {
+                let file = data_dir.join(layout::AUTH_DATABASE);
+                backends.push(("users", format!("SQLite in {}", file.display())));
+                auth::Backends::embedded(&data_dir).await?
+            }
+        };
+        let auth = auth::Application::build(auth_settings, auth_backends)
             .await
             .context("starting auth")?;
 
@@ -215,55 +203,33 @@ impl AllInOne {
         gateway_settings.http_addr = address;
         gateway_settings.auth_grpc_url = format!("http://{}", auth.grpc_addr());
         gateway_settings.public_base_url = public_base_url.as_str().to_owned();
-        if let Some(uri) = &mongodb_uri {
-            gateway_settings.mongodb_uri = uri.clone();
-        }
-        if let Some(url) = &amqp_url {
-            gateway_settings.amqp_url = url.clone();
-        }
-        let mut dependencies = gateway::Dependencies::new(bus.clone(), blobs.clone());
-        let store: Arc<dyn EventStore> =
-            match &mongodb_uri {
-                // The gateway opens its own MongoDB store, outbox and retention ledger; this handle
-                // on the same collection serves the replay.
-                Some(uri) => {
-                    backends.push(("events", "MongoDB at MONGODB_URI".into()));
-                    let client = mongo_client(uri).await?;
-                    Arc::new(MongoEventStore::new(
-                        &client,
-                        &gateway_settings.jobs_database,
-                    ))
-                }
-                None => {
-                    let dir = data_dir.join(layout::EVENTS);
-                    let store = Arc::new(LocalEventStore::open(&dir).await.with_context(|| {
-                        format!("cannot open the event log in {}", dir.display())
-                    })?);
-                    let outbox =
-                        Arc::new(LocalOutbox::open(&dir).await.with_context(|| {
-                            format!("cannot open the outbox in {}", dir.display())
-                        })?);
-                    let ledger =
-                        Arc::new(LocalRetentionLedger::open(&dir).await.with_context(|| {
-                            format!("cannot open the retention ledger in {}", dir.display())
-                        })?);
-                    backends.push(("events", format!("local disk in {}", dir.display())));
-                    dependencies = dependencies
-                        .with_event_store(store.clone())
-                        .with_outbox(outbox)
-                        .with_retention_ledger(ledger);
-                    store
-                }
-            };
-        let gateway = gateway::Application::build(gateway_settings, dependencies)
+        let gateway_backends = match &mongo {
+            Some(client) => {
+                backends.push(("events", "MongoDB at MONGODB_URI".into()));
+                let mut on_mongo =
+                    gateway::Backends::on_mongo(&gateway_settings, client, bus.clone())?;
+                on_mongo.blobs = blobs.clone();
+                on_mongo
+            }
+            None => {
+                let dir = data_dir.join(layout::EVENTS);
+                backends.push(("events", format!("local disk in {}", dir.display())));
+                gateway::Backends::embedded(&dir, &gateway_settings, bus.clone(), blobs.clone())
+                    .await?
+            }
+        };
+        // The replay after a restart reads the same store the gateway writes.
+        let store = gateway_backends.events.clone();
+        let gateway = gateway::Application::build(gateway_settings, gateway_backends)
             .await
             .context("starting the gateway")?;
         let address = gateway.address();
 
         converter_settings.http_addr = LOOPBACK_ANY_PORT;
         let converter = if start_converter {
+            let converter_backends = converter::worker::Backends::embedded(bus.clone(), blobs);
             Some(
-                converter::worker::Application::build(converter_settings, bus.clone(), blobs)
+                converter::worker::Application::build(converter_settings, converter_backends)
                     .await
                     .context("starting the converter")?,
             )
@@ -273,57 +239,44 @@ impl AllInOne {
 
         notification_settings.http_addr = LOOPBACK_ANY_PORT;
         notification_settings.public_base_url = public_base_url.clone();
-        let sent_log: Arc<dyn SentLog> = match &mongodb_uri {
-            Some(uri) => Arc::new(
-                MongoSentLog::new(
-                    uri,
-                    &notification_settings.mongodb_database,
-                    notification_settings.claim_timeout,
-                )
-                .await
-                .context("invalid MONGODB_URI")?,
-            ),
+        let mail_dir = data_dir.join(layout::MAIL);
+        let mut notification_backends = match &mongo {
+            Some(client) => {
+                notification::Backends::on_mongo(&notification_settings, client, bus.clone())?
+            }
             None => {
-                let dir = data_dir.join(layout::NOTIFICATION);
-                Arc::new(
-                    LocalSentLog::open(&dir, notification_settings.claim_timeout)
-                        .await
-                        .with_context(|| {
-                            format!("cannot open the sent log in {}", dir.display())
-                        })?,
+                notification::Backends::embedded(
+                    &data_dir.join(layout::NOTIFICATION),
+                    &mail_dir,
+                    &notification_settings,
+                    bus.clone(),
                 )
+                .await?
             }
         };
-        let (mailer, mail): (Arc<dyn Mailer>, _) = match smtp_url {
+        let mail = match smtp_url {
             Some(url) => {
-                let mailer = SmtpMailer::new(&url, notification_settings.smtp_timeout)
-                    .map_err(anyhow::Error::msg)?;
                 let shown = url.to_string();
                 backends.push(("mail", format!("SMTP at {shown}")));
                 notification_settings.smtp_url = url;
-                (Arc::new(mailer), MailDestination::Smtp(shown))
+                notification_backends.mailer =
+                    notification::backends::smtp(&notification_settings)?;
+                MailDestination::Smtp(shown)
             }
             None => {
-                let dir = data_dir.join(layout::MAIL);
-                let mailer = FileMailer::new(&dir)
+                let mailer = FileMailer::new(&mail_dir)
                     .await
-                    .with_context(|| format!("cannot create {}", dir.display()))?;
-                backends.push(("mail", format!(".eml files in {}", dir.display())));
-                (Arc::new(mailer), MailDestination::Folder(dir))
+                    .with_context(|| format!("cannot create {}", mail_dir.display()))?;
+                backends.push(("mail", format!(".eml files in {}", mail_dir.display())));
+                notification_backends.mailer = Arc::new(mailer);
+                MailDestination::Folder(mail_dir)
             }
         };
         let notification = if start_notification {
             Some(
-                notification::Application::build_with(
-                    notification_settings,
-                    notification::Backends {
-                        bus: bus.clone(),
-                        sent_log,
-                        mailer,
-                    },
-                )
-                .await
-                .context("starting the notification service")?,
+                notification::Application::build(notification_settings, notification_backends)
+                    .await
+                    .context("starting the notification service")?,
             )
         } else {
             None
@@ -346,6 +299,7 @@ impl AllInOne {
             summary,
             address,
             lock,
+            mongo,
             auth,
             gateway,
             converter,
@@ -432,6 +386,9 @@ impl AllInOne {
         for (name, task) in front_tasks {
             collect(name, task.await, &mut failures);
         }
+        if let Some(mongo) = self.mongo {
+            mongo.shutdown().await;
+        }
         drop(self.lock);
         tracing::info!("mp3converter stopped");
         match failures.into_iter().next() {
@@ -474,9 +431,10 @@ async fn declare_queues(
     subscriptions: &[Subscription],
     stop: &CancellationToken,
 ) -> bool {
-    let mut backoff = platform::retry::reconnect().build();
-    loop {
-        let attempt = async {
+    let declared = platform::retry::until_ready(
+        "declaring the queues on RabbitMQ at AMQP_URL (the API starts once they exist)",
+        stop,
+        || async {
             let connection = bus.open_connection().await.map_err(|e| e.to_string())?;
             let channel = connection
                 .create_channel()
@@ -489,21 +447,10 @@ async fn declare_queues(
             }
             let _ = connection.close(200, "queues declared".into()).await;
             Ok::<(), String>(())
-        };
-        let result = tokio::select! {
-            result = attempt => result,
-            _ = stop.cancelled() => return false,
-        };
-        let Err(error) = result else {
-            return true;
-        };
-        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-        tracing::warn!(%error, ?delay, "RabbitMQ at AMQP_URL not reachable yet; the API starts once it is");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return false,
-        }
-    }
+        },
+    )
+    .await;
+    declared.is_some()
 }
 
 /// Replays the event store onto the bus, retrying while the store is unreachable.
@@ -512,31 +459,19 @@ async fn replay_until_done(
     bus: Arc<dyn EventBus>,
     stop: CancellationToken,
 ) {
-    let mut backoff = platform::retry::reconnect().build();
-    loop {
-        let result = tokio::select! {
-            result = replay::resume_unfinished(store.as_ref(), bus.as_ref()) => result,
-            _ = stop.cancelled() => return,
-        };
-        match result {
-            Ok(resumed) => {
-                if resumed != replay::Resumed::default() {
-                    tracing::info!(
-                        conversions = resumed.conversions,
-                        notifications = resumed.notifications,
-                        "resumed the jobs the last run left unfinished"
-                    );
-                }
-                return;
-            }
-            Err(e) => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, ?delay, "cannot read the event store to resume unfinished jobs yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
-        }
+    let resumed = platform::retry::until_ready(
+        "reading the event store to resume unfinished jobs",
+        &stop,
+        || replay::resume_unfinished(store.as_ref(), bus.as_ref()),
+    )
+    .await;
+    if let Some(resumed) = resumed
+        && resumed != replay::Resumed::default()
+    {
+        tracing::info!(
+            conversions = resumed.conversions,
+            notifications = resumed.notifications,
+            "resumed the jobs the last run left unfinished"
+        );
     }
 }

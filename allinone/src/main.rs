@@ -1,8 +1,8 @@
 //! `mp3converter` (what `cargo run --release` at the repository root starts): the whole service in
 //! one process. Prints where it listens and a curl quick start, runs until SIGTERM/SIGINT.
 
+use allinone::{AllInOne, Settings};
 use anyhow::Context;
-use mp3converter::{AllInOne, Settings};
 
 fn main() -> std::process::ExitCode {
     // One line per log record unless asked otherwise: the banner must not drown in pretty logs.

@@ -2,7 +2,7 @@
 //! real service, and one-line errors naming a malformed variable. One test: the environment is
 //! process-wide (nextest runs each test in its own process).
 
-use mp3converter::Settings;
+use allinone::Settings;
 use std::path::PathBuf;
 
 const VARIABLES: [&str; 8] = [
@@ -65,7 +65,7 @@ fn defaults_switches_and_malformed_values() {
         "mysql://root@127.0.0.1:3306/auth"
     );
     assert_eq!(
-        settings.mongodb_uri.as_deref(),
+        settings.mongodb_uri.as_ref().map(|uri| uri.expose()),
         Some("mongodb://127.0.0.1:27017")
     );
     assert!(settings.amqp_url.is_some());

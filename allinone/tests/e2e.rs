@@ -147,7 +147,7 @@ async fn signup_login_upload_progress_download_mail(base_url: &str, mails: &Path
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_journey_with_every_backend_embedded() {
     let data = tempfile::tempdir().unwrap();
-    let app = Running::start(mp3converter::Settings::for_tests(data.path())).await;
+    let app = Running::start(allinone::Settings::for_tests(data.path())).await;
     signup_login_upload_progress_download_mail(&app.base_url, &data.path().join("mail")).await;
     app.stop().await;
 

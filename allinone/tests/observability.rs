@@ -4,8 +4,8 @@
 
 mod common;
 
+use allinone::Settings;
 use common::{FIXTURE, PASSWORD, Running};
-use mp3converter::Settings;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 use std::io::Write;

@@ -3,8 +3,8 @@
 
 mod common;
 
+use allinone::{AllInOne, Settings};
 use common::{Running, User};
-use mp3converter::{AllInOne, Settings};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -146,7 +146,7 @@ async fn with_only_mongodb_real_the_replay_reads_the_mongodb_event_store() {
     let mail = data.path().join("mail");
     // Same jobs database (and sent log) across both runs: the settings are cloned.
     let mut base = settings(data.path());
-    base.mongodb_uri = Some(platform::testing::required_env("MONGODB_URI"));
+    base.mongodb_uri = Some(platform::testing::required_env("MONGODB_URI").into());
 
     let mut first = base.clone();
     first.start_converter = false;

@@ -5,7 +5,7 @@ use crate::error::AuthError;
 use crate::login_limiter::LoginLimiter;
 use crate::passwords::PasswordHasher;
 use crate::store::{StoreError, User, UserStore};
-use crate::tokens::{IssuedToken, TokenService};
+use crate::token_issuer::{IssuedToken, TokenService};
 use secrecy::{ExposeSecret, SecretString};
 use std::sync::Arc;
 

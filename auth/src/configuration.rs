@@ -18,6 +18,7 @@ use crate::login_limiter::LoginLimits;
 use crate::passwords::HashingParams;
 use crate::store::DatabaseKind;
 use platform::ConfigError;
+use platform::SecretUrl;
 use platform::config::{self, defaults, redact_url};
 use proto::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use secrecy::SecretString;
@@ -28,7 +29,8 @@ const REDACTED: &str = "[REDACTED]";
 
 #[derive(Clone)]
 pub struct Settings {
-    pub database_url: String,
+    /// `DATABASE_URL`: MySQL/MariaDB or SQLite, by its scheme.
+    pub database_url: SecretUrl,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub token_ttl: Duration,
@@ -107,7 +109,7 @@ impl Settings {
             })
             .transpose()?;
         Ok(Self {
-            database_url,
+            database_url: database_url.into(),
             grpc_addr: config::or_default("GRPC_ADDR", parse_addr(defaults::AUTH_GRPC_ADDR))?,
             http_addr: config::or_default("HTTP_ADDR", parse_addr(defaults::AUTH_HTTP_ADDR))?,
             token_ttl,
@@ -122,10 +124,11 @@ impl Settings {
 
     /// Settings for a test: the given database, both listeners on 127.0.0.1 with an ephemeral
     /// port, and cheap (but still argon2id) password hashing.
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests(database_url: &str) -> Self {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         Self {
-            database_url: database_url.to_owned(),
+            database_url: database_url.into(),
             grpc_addr: loopback,
             http_addr: loopback,
             token_ttl: Duration::from_secs(24 * 3600),
@@ -142,7 +145,7 @@ impl Settings {
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
-            .field("database_url", &redact_url(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
             .field("token_ttl", &self.token_ttl)
@@ -273,7 +276,7 @@ mod tests {
 
         clear();
         let settings = Settings::from_env().unwrap();
-        assert_eq!(settings.database_url, defaults::DATABASE_URL);
+        assert_eq!(settings.database_url.expose(), defaults::DATABASE_URL);
         assert_eq!(settings.grpc_addr.to_string(), "0.0.0.0:50051");
         assert_eq!(settings.http_addr.to_string(), "0.0.0.0:8081");
         assert_eq!(settings.token_ttl, Duration::from_secs(86400));
@@ -283,11 +286,11 @@ mod tests {
 
         // The all-in-one default applies only while DATABASE_URL is unset.
         let settings = Settings::from_env_with_database("sqlite://data/auth.db").unwrap();
-        assert_eq!(settings.database_url, "sqlite://data/auth.db");
+        assert_eq!(settings.database_url.expose(), "sqlite://data/auth.db");
         set("DATABASE_URL", "sqlite:///var/lib/auth/auth.db?mode=rwc");
         let settings = Settings::from_env_with_database("sqlite://data/auth.db").unwrap();
         assert_eq!(
-            settings.database_url,
+            settings.database_url.expose(),
             "sqlite:///var/lib/auth/auth.db?mode=rwc"
         );
         set("DATABASE_URL", "mariadb://auth:pw@db:3306/auth");

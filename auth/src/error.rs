@@ -4,7 +4,7 @@
 //! bare "internal error" so nothing about the database or keys leaks.
 
 use crate::login_limiter::RetryAfter;
-use crate::tokens::TokenError;
+use crate::token_issuer::TokenError;
 use tonic::{Code, Status};
 
 /// Message of every failed login, whatever the cause, so accounts cannot be enumerated.

@@ -1,10 +1,10 @@
 //! The gRPC edge: `auth.v1.Auth` requests in, [`Accounts`] and [`TokenService`] calls, statuses out.
 
-use crate::accounts::Accounts;
+use crate::account_service::Accounts;
 use crate::error::AuthError;
 use crate::keys::ALGORITHM;
 use crate::telemetry;
-use crate::tokens::TokenService;
+use crate::token_issuer::TokenService;
 use proto::auth::v1::{
     Claims, GetVerificationKeysRequest, LoginRequest, LoginResponse, RegisterRequest,
     RegisterResponse, ValidateTokenRequest, VerificationKey, VerificationKeys, auth_server::Auth,

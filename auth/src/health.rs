@@ -3,8 +3,6 @@
 //! process runs, so a liveness probe does not restart the pod over a database outage).
 
 use crate::store::UserStore;
-use async_trait::async_trait;
-use platform::health::ReadinessCheck;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -15,19 +13,6 @@ use tonic_health::server::HealthReporter;
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// A probe slower than this counts as a failure.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-
-pub struct DatabaseReadiness(pub Arc<dyn UserStore>);
-
-#[async_trait]
-impl ReadinessCheck for DatabaseReadiness {
-    fn name(&self) -> &'static str {
-        "database"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.ping().await.map_err(|e| e.to_string())
-    }
-}
 
 /// Keeps the gRPC health status of `service_name` in step with the database until `shutdown`,
 /// then reports NOT_SERVING for it and for the server as a whole.

@@ -3,7 +3,8 @@
 //! public keys that let other services validate them locally. Served over gRPC (`auth.v1.Auth`,
 //! with health and reflection), plus `/healthz`, `/readyz` and `/metrics` over HTTP.
 
-pub mod accounts;
+pub mod account_service;
+pub mod backends;
 pub mod configuration;
 pub mod domain;
 pub mod error;
@@ -16,7 +17,8 @@ pub mod passwords;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
-pub mod tokens;
+pub mod token_issuer;
 
+pub use backends::Backends;
 pub use configuration::Settings;
 pub use startup::Application;

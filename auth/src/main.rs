@@ -51,7 +51,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let shutdown = platform::shutdown::on_signal();
     // Waiting for the database can take a while; a signal meanwhile ends the process cleanly.
     let application = tokio::select! {
-        application = Application::build(settings) => application?,
+        application = Application::connect(settings) => application?,
         () = shutdown.cancelled() => return Ok(()),
     };
     application.run_until_stopped(shutdown).await

@@ -1,5 +1,6 @@
 //! Tasks operators run from the command line (`auth create-user EMAIL`).
 
+use crate::backends::Backends;
 use crate::configuration::Settings;
 use crate::error::AuthError;
 use crate::startup::Core;
@@ -14,10 +15,11 @@ pub async fn create_user(
     email: &str,
     password: SecretString,
 ) -> Result<User, AuthError> {
-    let core = Core::assemble(
-        settings,
+    let backends = Backends::connect_with(
+        &settings.database_url,
         platform::retry::bounded(Duration::from_millis(500), 4),
     )
     .await?;
+    let core = Core::assemble(settings, backends).await?;
     core.accounts.register(email, password).await
 }

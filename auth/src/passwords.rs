@@ -34,6 +34,7 @@ impl Default for HashingParams {
 
 impl HashingParams {
     /// Cheap parameters for test suites only: still argon2id, just fast in a debug build.
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests() -> Self {
         Self {
             memory_kib: 1024,

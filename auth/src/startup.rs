@@ -1,17 +1,17 @@
 //! `Application`: wires the store, keys, hasher and limiter into the gRPC and HTTP servers.
 
-use crate::accounts::Accounts;
+use crate::account_service::Accounts;
+use crate::backends::Backends;
 use crate::configuration::Settings;
 use crate::grpc::AuthService;
-use crate::health::{DatabaseReadiness, report_grpc_health};
+use crate::health::report_grpc_health;
 use crate::keys::KeyRing;
 use crate::login_limiter::LoginLimiter;
 use crate::passwords::PasswordHasher;
-use crate::store::{self, Store, UserStore};
+use crate::store::{Store, UserStore};
 use crate::telemetry::GrpcTelemetryLayer;
-use crate::tokens::TokenService;
+use crate::token_issuer::TokenService;
 use anyhow::Context;
-use backon::BackoffBuilder;
 use proto::auth::v1::auth_server::AuthServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,13 +43,9 @@ pub(crate) struct Core {
 }
 
 impl Core {
-    /// Connects to the database `DATABASE_URL` names — MySQL/MariaDB or SQLite, by its scheme —
-    /// (waiting for it with `backoff`), migrates, and loads or creates the key.
-    pub(crate) async fn assemble(
-        settings: &Settings,
-        backoff: impl BackoffBuilder,
-    ) -> anyhow::Result<Self> {
-        let store = store::open(&settings.database_url, backoff).await?;
+    /// Loads or creates the signing key in the store and puts the service together.
+    pub(crate) async fn assemble(settings: &Settings, backends: Backends) -> anyhow::Result<Self> {
+        let store = backends.store;
         let keys = KeyRing::load(store.as_ref(), settings.signing_key.as_ref())
             .await
             .context("loading the signing key")?;
@@ -75,11 +71,18 @@ impl Core {
 }
 
 impl Application {
-    /// Connects to the database (waiting while it is unreachable), applies migrations, loads or
-    /// creates the signing key, creates the demo user if configured, and binds both listeners.
-    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+    /// The production composition: [`Backends::connect`] (waiting for the database), then
+    /// [`Application::build`].
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let backends = Backends::connect(&settings).await?;
+        Self::build(settings, backends).await
+    }
+
+    /// Loads or creates the signing key, creates the demo user if configured, and binds both
+    /// listeners. The store comes connected and migrated ([`Backends::connect`]).
+    pub async fn build(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
         crate::telemetry::install_metrics();
-        let core = Core::assemble(&settings, platform::retry::reconnect()).await?;
+        let core = Core::assemble(&settings, backends).await?;
         if let Some(demo) = &settings.demo_user {
             let created = core
                 .accounts
@@ -143,8 +146,13 @@ impl Application {
                 TcpIncoming::from(self.grpc_listener),
                 stop.clone().cancelled_owned(),
             );
-        let router =
-            platform::health::Health::new(vec![Arc::new(DatabaseReadiness(self.users))]).router();
+        let database =
+            platform::health::probe(
+                "database",
+                self.users,
+                |users| async move { users.ping().await },
+            );
+        let router = platform::health::Health::new(vec![database]).router();
         let http = platform::health::serve(self.http_listener, router, stop.clone());
 
         tracing::info!(grpc = %self.grpc_addr, http = %self.http_addr, "auth serving");

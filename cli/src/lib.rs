@@ -21,7 +21,8 @@ use crate::error::CliError;
 use crate::progress::Ui;
 use crate::session::{Credentials, Session};
 
-/// Runs the command; returns the process exit code (0 ok, 1 failure, 2 usage).
+/// Runs the command; returns the process exit code (0 ok, 1 failure, 2 usage,
+/// [`EXIT_INTERRUPTED`] after Ctrl-C).
 pub async fn run(cli: Cli) -> u8 {
     let ui = Ui::new(cli.global.json, cli.global.quiet);
     tokio::select! {
@@ -38,8 +39,8 @@ pub async fn run(cli: Cli) -> u8 {
                 "interrupted: videos already uploaded keep converting on the server \
                  (see `mp3 jobs`, then `mp3 download ID`)"
             );
-            // Leave at once: a prompt blocked on the terminal would keep the runtime waiting.
-            std::process::exit(EXIT_INTERRUPTED.into());
+            // `main` leaves at once on this code (a prompt may still block its thread).
+            EXIT_INTERRUPTED
         }
     }
 }

@@ -14,17 +14,18 @@
 //! converted republishes that same event (same event id, deduplicated downstream) instead of
 //! converting again.
 
+mod backends;
 mod configuration;
 
+pub use backends::Backends;
 pub use configuration::Settings;
 
 use crate::transcode::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use async_trait::async_trait;
 use futures::StreamExt;
-use platform::blob::{BlobError, BlobInfo, BlobStore, Bucket, GridFsStore, Metadata};
-use platform::bus::{BusReadiness, Delivered, EventBus, EventHandler, Outcome, Subscription};
-use platform::health::{Health, ReadinessCheck};
-use platform::rabbit::RabbitBus;
+use platform::blob::{BlobError, BlobInfo, BlobStore, Bucket, Metadata};
+use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
+use platform::health::{Health, probe};
 use proto::events::{
     ConversionFailed, ConversionProgress, ConversionStarted, ConversionSucceeded, FailureKind,
     JobSubmitted,
@@ -53,9 +54,7 @@ const UPLOAD_PIECE: usize = 1024 * 1024;
 pub async fn run() -> anyhow::Result<()> {
     platform::telemetry::init(SERVICE);
     let settings = Settings::from_env()?;
-    let bus: Arc<dyn EventBus> = Arc::new(RabbitBus::new(&settings.amqp_url));
-    let blobs: Arc<dyn BlobStore> = Arc::new(GridFsStore::new(&settings.mongodb_uri).await?);
-    let app = Application::build(settings, bus, blobs).await?;
+    let app = Application::connect(settings).await?;
     tracing::info!(http = %app.http_addr(), "converter worker started");
     app.run_until_stopped(platform::shutdown::on_signal()).await
 }
@@ -63,6 +62,7 @@ pub async fn run() -> anyhow::Result<()> {
 /// The worker composed with its bus and blob store.
 pub struct Application {
     settings: Settings,
+    backends: Backends,
     bus: Arc<dyn EventBus>,
     handler: Arc<JobHandler>,
     listener: tokio::net::TcpListener,
@@ -70,15 +70,29 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(
-        settings: Settings,
-        bus: Arc<dyn EventBus>,
-        blobs: Arc<dyn BlobStore>,
-    ) -> anyhow::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(settings.http_addr).await?;
+    /// The production composition: [`Backends::connect`], then [`Application::build`].
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let backends = Backends::connect(&settings).await?;
+        Self::build(settings, backends).await
+    }
+
+    /// Binds the health listener and wires the job handler; nothing needs to be up yet.
+    pub async fn build(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(settings.http_addr)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on HTTP_ADDR {}: {e}", settings.http_addr)
+            })?;
+        let (bus, blobs) = (backends.bus.clone(), backends.blobs.clone());
         let health = Health::new(vec![
-            Arc::new(BusReadiness(bus.clone())) as Arc<dyn ReadinessCheck>,
-            Arc::new(platform::blob::BlobReadiness(blobs.clone())),
+            probe(
+                "event_bus",
+                bus.clone(),
+                |bus| async move { bus.check().await },
+            ),
+            probe("blob_store", blobs.clone(), |blobs| async move {
+                blobs.check().await
+            }),
         ]);
         let handler = Arc::new(JobHandler {
             bus: bus.clone(),
@@ -88,6 +102,7 @@ impl Application {
         });
         Ok(Self {
             settings,
+            backends,
             bus,
             handler,
             listener,
@@ -120,6 +135,7 @@ impl Application {
             .await?;
         shutdown.cancel();
         http.await??;
+        self.backends.close().await;
         Ok(())
     }
 }

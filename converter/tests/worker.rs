@@ -3,7 +3,7 @@
 //! converts nothing twice; an unreachable blob store exhausts retries and dead-letters.
 
 use async_trait::async_trait;
-use converter::worker::{Application, Settings};
+use converter::worker::{Application, Backends, Settings};
 use futures::TryStreamExt;
 use lapin::options::BasicGetOptions;
 use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
@@ -110,7 +110,7 @@ async fn start(worker_mongodb_uri: Option<String>) -> Harness {
     let amqp = required_env("AMQP_URL");
     let mongodb = required_env("MONGODB_URI");
     let bus = Arc::new(RabbitBus::new(&amqp).with_topology(isolated_topology()));
-    let blobs = Arc::new(GridFsStore::new(&mongodb).await.unwrap());
+    let blobs = Arc::new(platform::testing::gridfs(&mongodb).await);
     let shutdown = CancellationToken::new();
 
     let probe = Arc::new(Probe::default());
@@ -130,10 +130,10 @@ async fn start(worker_mongodb_uri: Option<String>) -> Harness {
     }
 
     let worker_blobs: Arc<dyn BlobStore> = match worker_mongodb_uri {
-        Some(uri) => Arc::new(GridFsStore::new(&uri).await.unwrap()),
+        Some(uri) => Arc::new(platform::testing::gridfs(&uri).await),
         None => blobs.clone(),
     };
-    let app = Application::build(settings, bus.clone(), worker_blobs)
+    let app = Application::build(settings, Backends::embedded(bus.clone(), worker_blobs))
         .await
         .unwrap();
     tokio::spawn(app.run_until_stopped(shutdown.clone()));

@@ -292,23 +292,6 @@ impl Accounts for GrpcAccounts {
     }
 }
 
-/// Readiness of the auth service: it answers `GetVerificationKeys`.
-pub struct AccountsReadiness(pub std::sync::Arc<dyn Accounts>);
-
-#[async_trait]
-impl platform::health::ReadinessCheck for AccountsReadiness {
-    fn name(&self) -> &'static str {
-        "auth"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0
-            .verification_keys()
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

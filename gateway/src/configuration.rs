@@ -2,6 +2,7 @@
 
 use crate::circuit_breaker::BreakerConfig;
 use crate::rate_limit::RateLimitConfig;
+use platform::SecretUrl;
 use platform::config::{self, ConfigError, defaults};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -21,11 +22,11 @@ pub struct Settings {
     /// `AUTH_TIMEOUT`: deadline of every call to auth, so a hung auth yields 503, never a hang.
     pub auth_timeout: Duration,
     /// `MONGODB_URI`: GridFS files, the event store and the outbox.
-    pub mongodb_uri: String,
+    pub mongodb_uri: SecretUrl,
     /// `JOBS_DATABASE`: MongoDB database holding the `events` and `outbox` collections.
     pub jobs_database: String,
     /// `AMQP_URL`: RabbitMQ.
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
     /// `MAX_UPLOAD_BYTES`: largest accepted video.
     pub max_upload_bytes: u64,
     /// `PUBLIC_BASE_URL`: prefix of the links returned to clients (no trailing slash).
@@ -91,9 +92,9 @@ impl Settings {
             http_addr,
             auth_grpc_url: config::string_or("AUTH_GRPC_URL", defaults::AUTH_GRPC_URL),
             auth_timeout: config::duration_or("AUTH_TIMEOUT", Duration::from_secs(3))?,
-            mongodb_uri: config::string_or("MONGODB_URI", defaults::MONGODB_URI),
+            mongodb_uri: config::secret_url_or("MONGODB_URI", defaults::MONGODB_URI),
             jobs_database: config::string_or("JOBS_DATABASE", "jobs"),
-            amqp_url: config::string_or("AMQP_URL", defaults::AMQP_URL),
+            amqp_url: config::secret_url_or("AMQP_URL", defaults::AMQP_URL),
             max_upload_bytes,
             public_base_url: public_base_url.trim_end_matches('/').to_owned(),
             outbox_poll_interval: config::duration_or(
@@ -132,15 +133,16 @@ impl Settings {
 
     /// Settings for an integration test: port 0 on loopback and a private jobs database, so
     /// parallel tests never share an outbox or event store.
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests(auth_grpc_url: &str, mongodb_uri: &str, amqp_url: &str) -> Self {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         Self {
             http_addr: "127.0.0.1:0".parse().expect("a valid address"),
             auth_grpc_url: auth_grpc_url.to_owned(),
             auth_timeout: Duration::from_secs(3),
-            mongodb_uri: mongodb_uri.to_owned(),
+            mongodb_uri: mongodb_uri.into(),
             jobs_database: format!("jobs_test_{}", &unique[..12]),
-            amqp_url: amqp_url.to_owned(),
+            amqp_url: amqp_url.into(),
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             public_base_url: "http://mp3converter.test".into(),
             outbox_poll_interval: Duration::from_millis(200),

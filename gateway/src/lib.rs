@@ -5,7 +5,8 @@
 //! transactional outbox, so a broker outage loses nothing), keeps every job event in an event
 //! store whose fold is each job's state, and streams MP3s back to their owners.
 
-pub mod accounts;
+pub mod auth_client;
+pub mod backends;
 pub mod circuit_breaker;
 pub mod configuration;
 pub mod error;
@@ -16,8 +17,9 @@ pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod store;
-pub mod tokens;
+pub mod token_verifier;
 pub mod web;
 
+pub use backends::Backends;
 pub use configuration::Settings;
-pub use startup::{Application, Dependencies};
+pub use startup::Application;

@@ -1,6 +1,6 @@
 //! The gateway binary: configuration from the environment, then serve until SIGTERM/SIGINT.
 
-use gateway::{Application, Dependencies, Settings};
+use gateway::{Application, Settings};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
@@ -16,8 +16,7 @@ fn main() -> ExitCode {
 async fn serve() -> anyhow::Result<()> {
     platform::telemetry::init("gateway");
     let settings = Settings::from_env()?;
-    let dependencies = Dependencies::from_settings(&settings).await?;
-    let application = Application::build(settings, dependencies).await?;
+    let application = Application::connect(settings).await?;
     application
         .run_until_stopped(platform::shutdown::on_signal())
         .await

@@ -1,7 +1,7 @@
 //! Composition: builds the gateway from its settings and backing services, and runs the HTTP
 //! server, the event-store consumer, the outbox relay and the retention sweeper until shutdown.
 
-use crate::accounts::{Accounts, AccountsReadiness, GrpcAccounts};
+use crate::backends::Backends;
 use crate::configuration::Settings;
 use crate::observability;
 use crate::pipeline::{
@@ -9,21 +9,14 @@ use crate::pipeline::{
 };
 use crate::rate_limit::RateLimits;
 use crate::routes::{self, AppState};
-use crate::store::{
-    EventStore, EventStoreReadiness, MemoryRetentionLedger, MongoEventStore, MongoOutbox,
-    MongoRetentionLedger, Outbox, RetentionLedger,
-};
-use crate::tokens::TokenVerifier;
+use crate::store::Outbox;
+use crate::token_verifier::TokenVerifier;
 use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::middleware::from_fn;
-use backon::BackoffBuilder;
-use mongodb::options::ClientOptions;
-use platform::blob::{BlobReadiness, BlobStore, GridFsStore};
-use platform::bus::{BusReadiness, EventBus};
-use platform::health::Health;
-use platform::rabbit::RabbitBus;
+use platform::bus::EventBus;
+use platform::health::{Health, probe};
 use platform::trace::TraceContext;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,66 +37,6 @@ const RATE_LIMIT_HOUSEKEEPING: Duration = Duration::from_secs(60);
 /// How long shutdown waits for request-spawned tasks (SSE feeds) to finish their last read.
 const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 
-/// The backing services the gateway is composed with. Production connects to RabbitMQ and
-/// GridFS ([`Dependencies::from_settings`]); tests inject an isolated topology; an all-in-one
-/// mode can inject in-process implementations.
-pub struct Dependencies {
-    pub bus: Arc<dyn EventBus>,
-    pub blobs: Arc<dyn BlobStore>,
-    /// When `None`, the MongoDB event store on `MONGODB_URI` / `JOBS_DATABASE`.
-    pub event_store: Option<Arc<dyn EventStore>>,
-    /// When `None`, the MongoDB outbox beside the event store.
-    pub outbox: Option<Arc<dyn Outbox>>,
-    /// When `None`, auth over gRPC at `AUTH_GRPC_URL`.
-    pub accounts: Option<Arc<dyn Accounts>>,
-    /// When `None`, beside the event store: in MongoDB for the MongoDB store, else in memory.
-    pub retention_ledger: Option<Arc<dyn RetentionLedger>>,
-}
-
-impl Dependencies {
-    pub fn new(bus: Arc<dyn EventBus>, blobs: Arc<dyn BlobStore>) -> Self {
-        Self {
-            bus,
-            blobs,
-            event_store: None,
-            outbox: None,
-            accounts: None,
-            retention_ledger: None,
-        }
-    }
-
-    /// RabbitMQ and GridFS as configured. Connects lazily: never fails on an absent service.
-    pub async fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
-        let bus = Arc::new(RabbitBus::new(settings.amqp_url.clone()));
-        let blobs = Arc::new(
-            GridFsStore::new(&settings.mongodb_uri)
-                .await
-                .context("invalid MONGODB_URI")?,
-        );
-        Ok(Self::new(bus, blobs))
-    }
-
-    pub fn with_event_store(mut self, store: Arc<dyn EventStore>) -> Self {
-        self.event_store = Some(store);
-        self
-    }
-
-    pub fn with_outbox(mut self, outbox: Arc<dyn Outbox>) -> Self {
-        self.outbox = Some(outbox);
-        self
-    }
-
-    pub fn with_accounts(mut self, accounts: Arc<dyn Accounts>) -> Self {
-        self.accounts = Some(accounts);
-        self
-    }
-
-    pub fn with_retention_ledger(mut self, ledger: Arc<dyn RetentionLedger>) -> Self {
-        self.retention_ledger = Some(ledger);
-        self
-    }
-}
-
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
@@ -113,78 +46,38 @@ pub struct Application {
     outbox: Arc<dyn Outbox>,
     relay_wake: Arc<Notify>,
     outbox_poll_interval: Duration,
-    /// MongoDB stores whose indexes are created once MongoDB answers.
-    indexes: Option<(MongoEventStore, MongoOutbox)>,
-    ledger_indexes: Option<MongoRetentionLedger>,
+    /// Kept to prepare the stores (indexes) once they answer, and closed at the end.
+    backends: Backends,
     lifecycle: Arc<Lifecycle>,
     sweeper: Sweeper,
     retention_sweep_interval: Duration,
     shutdown: CancellationToken,
 }
 
-async fn mongo_client(uri: &str) -> anyhow::Result<mongodb::Client> {
-    let mut options = ClientOptions::parse(uri)
-        .await
-        .context("invalid MONGODB_URI")?;
-    // Fail fast while MongoDB is away so requests get a 503 instead of waiting 30 s.
-    options.server_selection_timeout = Some(Duration::from_secs(5));
-    options.connect_timeout = Some(Duration::from_secs(5));
-    options.app_name.get_or_insert_with(|| "gateway".into());
-    Ok(mongodb::Client::with_options(options)?)
-}
-
 impl Application {
+    /// The production composition: [`Backends::connect`], then [`Application::build`].
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let backends = Backends::connect(&settings).await?;
+        Self::build(settings, backends).await
+    }
+
     /// Binds the HTTP listener and wires everything; no backing service needs to be up yet.
-    pub async fn build(settings: Settings, deps: Dependencies) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
         observability::install_metrics();
-        let mut indexes = None;
-        let mut mongo = None;
-        let store_in_mongo = deps.event_store.is_none();
-        let (store, outbox) = match (deps.event_store, deps.outbox) {
-            (Some(store), Some(outbox)) => (store, outbox),
-            (store, outbox) => {
-                let client = mongo_client(&settings.mongodb_uri).await?;
-                let mongo_store = MongoEventStore::new(&client, &settings.jobs_database);
-                let mongo_outbox = MongoOutbox::new(&client, &settings.jobs_database);
-                indexes = Some((mongo_store.clone(), mongo_outbox.clone()));
-                mongo = Some(client);
-                (
-                    store.unwrap_or_else(|| Arc::new(mongo_store)),
-                    outbox.unwrap_or_else(|| Arc::new(mongo_outbox)),
-                )
-            }
-        };
-        let mut ledger_indexes = None;
-        let ledger: Arc<dyn RetentionLedger> = match (deps.retention_ledger, &mongo) {
-            (Some(ledger), _) => ledger,
-            (None, Some(client)) if store_in_mongo => {
-                let mongo_ledger = MongoRetentionLedger::new(client, &settings.jobs_database);
-                ledger_indexes = Some(mongo_ledger.clone());
-                Arc::new(mongo_ledger)
-            }
-            (None, _) => {
-                tracing::warn!(
-                    "no retention ledger given: keeping expiry schedules in memory (lost on restart)"
-                );
-                Arc::new(MemoryRetentionLedger::default())
-            }
-        };
-        let accounts: Arc<dyn Accounts> = match deps.accounts {
-            Some(accounts) => accounts,
-            None => Arc::new(
-                GrpcAccounts::new(&settings.auth_grpc_url, settings.auth_timeout)
-                    .context("invalid AUTH_GRPC_URL")?
-                    .with_circuit_breaker(settings.auth_breaker),
-            ),
-        };
+        let store = backends.events.clone();
+        let outbox = backends.outbox.clone();
+        let ledger = backends.ledger.clone();
+        let accounts = backends.accounts.clone();
+        let bus = backends.bus.clone();
+        let blobs = backends.blobs.clone();
         let updates = JobUpdates::default();
         let relay_wake = Arc::new(Notify::new());
         let shutdown = CancellationToken::new();
-        let janitor = FileJanitor::new(deps.blobs.clone());
+        let janitor = FileJanitor::new(blobs.clone());
         let publisher = EventPublisher {
             outbox: outbox.clone(),
             store: store.clone(),
-            bus: deps.bus.clone(),
+            bus: bus.clone(),
             relay_wake: relay_wake.clone(),
             updates: updates.clone(),
         };
@@ -207,7 +100,7 @@ impl Application {
                 settings.keys_refresh_min_interval,
             )),
             accounts: accounts.clone(),
-            blobs: deps.blobs.clone(),
+            blobs: blobs.clone(),
             store: store.clone(),
             publisher,
             updates,
@@ -223,10 +116,24 @@ impl Application {
             background: TaskTracker::new(),
         };
         let health = Health::new(vec![
-            Arc::new(AccountsReadiness(accounts)),
-            Arc::new(EventStoreReadiness(store)),
-            Arc::new(BlobReadiness(deps.blobs)),
-            Arc::new(BusReadiness(deps.bus.clone())),
+            probe("auth", accounts, |accounts| async move {
+                accounts.verification_keys().await.map(drop)
+            }),
+            probe(
+                "event_store",
+                store,
+                |store| async move { store.check().await },
+            ),
+            probe(
+                "blob_store",
+                blobs,
+                |blobs| async move { blobs.check().await },
+            ),
+            probe(
+                "event_bus",
+                bus.clone(),
+                |bus| async move { bus.check().await },
+            ),
         ]);
         let listener = TcpListener::bind(settings.http_addr)
             .await
@@ -237,12 +144,11 @@ impl Application {
             address,
             state,
             health,
-            bus: deps.bus,
+            bus,
             outbox,
             relay_wake,
             outbox_poll_interval: settings.outbox_poll_interval,
-            indexes,
-            ledger_indexes,
+            backends,
             lifecycle,
             sweeper,
             retention_sweep_interval: settings.retention_sweep_interval,
@@ -308,15 +214,22 @@ impl Application {
 
         let indexes = {
             let shutdown = internal.clone();
-            let pending = self.indexes;
-            let ledger = self.ledger_indexes;
+            let (store, outbox, ledger) = (
+                self.backends.events.clone(),
+                self.backends.outbox.clone(),
+                self.backends.ledger.clone(),
+            );
             async move {
-                if let Some((store, outbox)) = pending {
-                    ensure_indexes(store, outbox, shutdown.clone()).await;
-                }
-                if let Some(ledger) = ledger {
-                    ensure_ledger_indexes(ledger, shutdown).await;
-                }
+                platform::retry::until_ready(
+                    "preparing the stores (indexes)",
+                    &shutdown,
+                    || async {
+                        store.prepare().await?;
+                        outbox.prepare().await?;
+                        ledger.prepare().await
+                    },
+                )
+                .await;
             }
         };
         let feeder = Arc::new(EventStoreFeeder {
@@ -375,49 +288,8 @@ impl Application {
         {
             tracing::warn!("background tasks still running at shutdown");
         }
+        self.backends.close().await;
         tracing::info!("gateway stopped");
         served.context("HTTP server failed")
-    }
-}
-
-async fn ensure_ledger_indexes(ledger: MongoRetentionLedger, shutdown: CancellationToken) {
-    let mut backoff = platform::retry::reconnect().build();
-    loop {
-        let result = tokio::select! {
-            result = ledger.ensure_indexes() => result,
-            _ = shutdown.cancelled() => return,
-        };
-        let Err(e) = result else { return };
-        let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-        tracing::warn!(error = %e, ?delay, "cannot create the retention ledger's indexes yet; retrying");
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
-async fn ensure_indexes(store: MongoEventStore, outbox: MongoOutbox, shutdown: CancellationToken) {
-    let mut backoff = platform::retry::reconnect().build();
-    loop {
-        let attempt = async {
-            store.ensure_indexes().await?;
-            outbox.ensure_indexes().await
-        };
-        let result = tokio::select! {
-            result = attempt => result,
-            _ = shutdown.cancelled() => return,
-        };
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                let delay = backoff.next().unwrap_or(Duration::from_secs(10));
-                tracing::warn!(error = %e, ?delay, "cannot create MongoDB indexes yet; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        }
     }
 }

@@ -9,7 +9,7 @@
 //! client polling with the same token pays a map lookup instead of a signature check each time.
 //! Refreshed keys clear that memory, so a withdrawn key stops being honoured at the refresh.
 
-use crate::accounts::{Accounts, AccountsError, VerificationKeys};
+use crate::auth_client::{Accounts, AccountsError, VerificationKeys};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use proto::claims::Claims;
@@ -247,7 +247,7 @@ fn reason(kind: &ErrorKind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::{IssuedToken, RegisteredUser, VerificationKey};
+    use crate::auth_client::{IssuedToken, RegisteredUser, VerificationKey};
     use async_trait::async_trait;
     use ed25519_dalek::SigningKey;
     use ed25519_dalek::pkcs8::{EncodePrivateKey, EncodePublicKey, spki::der::pem::LineEnding};

@@ -10,10 +10,12 @@
 //! Screenshots go to `target/web-screenshots/`; with `UPDATE_SCREENSHOTS=1` they replace the
 //! committed ones in `docs/screenshots/`.
 
-use converter::worker::{Application as Converter, Settings as ConverterSettings};
+use converter::worker::{
+    Application as Converter, Backends as ConverterBackends, Settings as ConverterSettings,
+};
 use gateway::configuration::Settings;
-use gateway::{Application, Dependencies};
-use platform::blob::{BlobStore, GridFsStore};
+use gateway::{Application, Backends};
+use platform::blob::BlobStore;
 use platform::bus::{EventBus, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{fresh_mysql_database, isolated_topology, required_env};
@@ -71,7 +73,7 @@ impl Stack {
         let mongodb_uri = required_env("MONGODB_URI");
 
         let database_url = fresh_mysql_database().await;
-        let auth = auth::Application::build(auth::Settings::for_tests(&database_url))
+        let auth = auth::Application::connect(auth::Settings::for_tests(&database_url))
             .await
             .expect("auth builds");
         let auth_url = format!("http://{}", auth.grpc_addr());
@@ -83,17 +85,23 @@ impl Stack {
         declare(&rabbit, &gateway::pipeline::subscription()).await;
         declare(&rabbit, &Converter::subscription(&converter_settings)).await;
         let bus: Arc<dyn EventBus> = Arc::new(rabbit);
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(GridFsStore::new(&mongodb_uri).await.expect("MongoDB URI"));
+        let blobs: Arc<dyn BlobStore> = Arc::new(platform::testing::gridfs(&mongodb_uri).await);
 
-        let converter = Converter::build(converter_settings, bus.clone(), blobs.clone())
-            .await
-            .expect("the converter builds");
+        let converter = Converter::build(
+            converter_settings,
+            ConverterBackends::embedded(bus.clone(), blobs.clone()),
+        )
+        .await
+        .expect("the converter builds");
         tokio::spawn(converter.run_until_stopped(shutdown.clone()));
 
         let mut settings = Settings::for_tests(&auth_url, &mongodb_uri, &amqp_url);
         settings.max_upload_bytes = MAX_UPLOAD_BYTES;
-        let gateway = Application::build(settings, Dependencies::new(bus, blobs))
+        let mut backends = Backends::connect(&settings)
+            .await
+            .expect("the gateway's backends");
+        backends.bus = bus;
+        let gateway = Application::build(settings, backends)
             .await
             .expect("the gateway builds");
         let base_url = format!("http://127.0.0.1:{}", gateway.port());

@@ -16,6 +16,7 @@
 use lettre::message::Mailbox;
 use lettre::{AsyncSmtpTransport, Tokio1Executor};
 use platform::ConfigError;
+use platform::SecretUrl;
 use platform::config::{self, defaults, redact_url};
 use std::fmt;
 use std::net::SocketAddr;
@@ -30,8 +31,8 @@ pub const DEFAULT_DATABASE: &str = "notification";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub amqp_url: String,
-    pub mongodb_uri: String,
+    pub amqp_url: SecretUrl,
+    pub mongodb_uri: SecretUrl,
     /// Database of the sent log (`notification`; tests may pick their own).
     pub mongodb_database: String,
     pub smtp_url: SmtpUrl,
@@ -52,8 +53,8 @@ impl Default for Settings {
     /// The developer-machine defaults listed in the module documentation.
     fn default() -> Self {
         Self {
-            amqp_url: defaults::AMQP_URL.to_owned(),
-            mongodb_uri: defaults::MONGODB_URI.to_owned(),
+            amqp_url: defaults::AMQP_URL.into(),
+            mongodb_uri: defaults::MONGODB_URI.into(),
             mongodb_database: DEFAULT_DATABASE.to_owned(),
             smtp_url: defaults::SMTP_URL
                 .parse()
@@ -67,7 +68,8 @@ impl Default for Settings {
             http_addr: defaults::NOTIFICATION_HTTP_ADDR
                 .parse()
                 .expect("the default address is valid"),
-            retry_delays: parse_delays(DEFAULT_RETRY_DELAYS).expect("the default delays are valid"),
+            retry_delays: config::parse_duration_list(DEFAULT_RETRY_DELAYS)
+                .expect("the default delays are valid"),
             prefetch: 4,
             smtp_timeout: Duration::from_secs(60),
             claim_timeout: Duration::from_secs(5 * 60),
@@ -92,14 +94,11 @@ impl Settings {
                 ),
             ));
         }
-        let retry_delays = match config::raw("NOTIFICATION_RETRY_DELAYS") {
-            None => fallback.retry_delays,
-            Some(value) => parse_delays(&value)
-                .map_err(|reason| ConfigError::new("NOTIFICATION_RETRY_DELAYS", &value, reason))?,
-        };
+        let retry_delays =
+            config::duration_list_or("NOTIFICATION_RETRY_DELAYS", &fallback.retry_delays)?;
         Ok(Self {
-            amqp_url: config::string_or("AMQP_URL", defaults::AMQP_URL),
-            mongodb_uri: config::string_or("MONGODB_URI", defaults::MONGODB_URI),
+            amqp_url: config::secret_url_or("AMQP_URL", defaults::AMQP_URL),
+            mongodb_uri: config::secret_url_or("MONGODB_URI", defaults::MONGODB_URI),
             mongodb_database: fallback.mongodb_database,
             smtp_url: smtp_url_from_env()?,
             mail_from: config::or_default("MAIL_FROM", fallback.mail_from)?,
@@ -131,24 +130,6 @@ fn smtp_url_from_env() -> Result<SmtpUrl, ConfigError> {
             .parse()
             .map_err(|reason| ConfigError::new("SMTP_URL", &redact_url(&value), reason)),
     }
-}
-
-/// Parses `1s,5s,30s,2m` (see [`platform::config::parse_duration`]); `none` means no retries.
-pub fn parse_delays(text: &str) -> Result<Vec<Duration>, String> {
-    if text.trim().eq_ignore_ascii_case("none") {
-        return Ok(Vec::new());
-    }
-    text.split(',')
-        .map(|part| match part.trim() {
-            "" => Err("expected comma-separated durations such as 1s,5s,30s,2m".to_owned()),
-            part => match config::parse_duration(part)? {
-                delay if delay.is_zero() => {
-                    Err(format!("a retry delay must be positive, got {part:?}"))
-                }
-                delay => Ok(delay),
-            },
-        })
-        .collect()
 }
 
 /// An SMTP server URL as lettre understands it: `smtp://host:1025` (plain, no auth),
@@ -380,18 +361,6 @@ mod tests {
         assert_eq!(redact_url("smtp://127.0.0.1:1025"), "smtp://127.0.0.1:1025");
         assert_eq!(redact_url("smtps://apikey@host"), "smtps://apikey@host");
         assert_eq!(redact_url("not a url"), "not a url");
-    }
-
-    #[test]
-    fn retry_delays_parse_and_refuse_nonsense() {
-        assert_eq!(
-            parse_delays("1s,5s,30s,2m").unwrap(),
-            [1, 5, 30, 120].map(Duration::from_secs).to_vec()
-        );
-        assert!(parse_delays("none").unwrap().is_empty());
-        assert!(parse_delays("0s").is_err());
-        assert!(parse_delays("").is_err());
-        assert!(parse_delays("soon").is_err());
     }
 
     #[test]

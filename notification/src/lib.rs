@@ -7,8 +7,10 @@
 //! - [`sent_log`]: the exactly-once record, and MongoDB;
 //! - [`local_mailer`], [`local_sent_log`]: `.eml` files and a local file, for the all-in-one mode;
 //! - [`notifier`]: the event handler tying them together;
+//! - [`backends`]: the backing services, chosen in one place;
 //! - [`startup`]: composition, health endpoints and the run loop.
 
+pub mod backends;
 pub mod configuration;
 pub mod local_mailer;
 pub mod local_sent_log;
@@ -18,5 +20,6 @@ pub mod notifier;
 pub mod sent_log;
 pub mod startup;
 
+pub use backends::Backends;
 pub use configuration::Settings;
-pub use startup::{Application, Backends};
+pub use startup::Application;

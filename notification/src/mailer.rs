@@ -101,20 +101,6 @@ fn describe(error: &lettre::transport::smtp::Error) -> String {
     text
 }
 
-/// Adapts a [`Mailer`] to a readiness check.
-pub struct MailerReadiness(pub std::sync::Arc<dyn Mailer>);
-
-#[async_trait]
-impl platform::health::ReadinessCheck for MailerReadiness {
-    fn name(&self) -> &'static str {
-        "smtp"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

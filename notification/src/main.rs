@@ -16,7 +16,7 @@ fn main() -> ExitCode {
 async fn serve() -> anyhow::Result<()> {
     platform::telemetry::init("notification");
     let settings = Settings::from_env()?;
-    let application = Application::build_with_rabbitmq(settings).await?;
+    let application = Application::connect(settings).await?;
     application
         .run_until_stopped(platform::shutdown::on_signal())
         .await

@@ -13,7 +13,6 @@
 use async_trait::async_trait;
 use mongodb::bson::{self, Document, doc};
 use mongodb::error::{ErrorKind, WriteError, WriteFailure};
-use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection};
 use std::time::Duration;
 use uuid::Uuid;
@@ -99,20 +98,15 @@ pub struct MongoSentLog {
 }
 
 impl MongoSentLog {
-    /// A log in `database`.`sent` at `uri`; claims older than `lease` are taken over.
-    /// Connects lazily: an absent server fails the calls, not the construction.
-    pub async fn new(uri: &str, database: &str, lease: Duration) -> Result<Self, SentLogError> {
-        let mut options = ClientOptions::parse(uri).await.map_err(unavailable)?;
-        options.server_selection_timeout = Some(Duration::from_secs(5));
-        options.connect_timeout = Some(Duration::from_secs(5));
-        options.app_name = Some("notification".into());
-        let client = Client::with_options(options).map_err(unavailable)?;
+    /// A log in `database`.`sent` on `client` (see [`platform::mongo::connect`]); claims older
+    /// than `lease` are taken over.
+    pub fn new(client: &Client, database: &str, lease: Duration) -> Self {
         let sent = client.database(database).collection(SENT_COLLECTION);
-        Ok(Self {
-            client,
+        Self {
+            client: client.clone(),
             sent,
             lease,
-        })
+        }
     }
 
     async fn try_insert(
@@ -272,18 +266,4 @@ fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
 
 fn unavailable(error: mongodb::error::Error) -> SentLogError {
     SentLogError(error.to_string())
-}
-
-/// Adapts a [`SentLog`] to a readiness check.
-pub struct SentLogReadiness(pub std::sync::Arc<dyn SentLog>);
-
-#[async_trait]
-impl platform::health::ReadinessCheck for SentLogReadiness {
-    fn name(&self) -> &'static str {
-        "mongodb"
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
-    }
 }

@@ -1,14 +1,12 @@
 //! Composition: the backing services behind their seams, the consumer and the health endpoints.
 
+use crate::backends::Backends;
 use crate::configuration::Settings;
 use crate::mail::Composer;
-use crate::mailer::{Mailer, MailerReadiness, SmtpMailer};
 use crate::notifier::Notifier;
-use crate::sent_log::{MongoSentLog, SentLog, SentLogReadiness};
 use anyhow::Context;
-use platform::bus::{BusReadiness, EventBus, Subscription};
-use platform::health::Health;
-use platform::rabbit::RabbitBus;
+use platform::bus::Subscription;
+use platform::health::{Health, probe};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,13 +25,6 @@ pub fn subscription(settings: &Settings) -> Subscription {
         .with_retry_delays(settings.retry_delays.clone())
 }
 
-/// The implementations behind the seams; [`Application::build`] picks the production ones.
-pub struct Backends {
-    pub bus: Arc<dyn EventBus>,
-    pub sent_log: Arc<dyn SentLog>,
-    pub mailer: Arc<dyn Mailer>,
-}
-
 pub struct Application {
     listener: TcpListener,
     http_addr: SocketAddr,
@@ -44,34 +35,14 @@ pub struct Application {
 }
 
 impl Application {
-    /// RabbitMQ at `AMQP_URL` with the production topology, plus [`Application::build`].
-    pub async fn build_with_rabbitmq(settings: Settings) -> anyhow::Result<Self> {
-        let bus = Arc::new(RabbitBus::new(settings.amqp_url.clone()));
-        Self::build(settings, bus).await
-    }
-
-    /// The service on `bus`, with the MongoDB sent log and the SMTP mailer from `settings`.
-    /// Nothing connects yet: absent dependencies show in `/readyz` and are retried.
-    pub async fn build(settings: Settings, bus: Arc<dyn EventBus>) -> anyhow::Result<Self> {
-        let sent_log = MongoSentLog::new(
-            &settings.mongodb_uri,
-            &settings.mongodb_database,
-            settings.claim_timeout,
-        )
-        .await
-        .context("MONGODB_URI")?;
-        let mailer = SmtpMailer::new(&settings.smtp_url, settings.smtp_timeout)
-            .map_err(anyhow::Error::msg)?;
-        let backends = Backends {
-            bus,
-            sent_log: Arc::new(sent_log),
-            mailer: Arc::new(mailer),
-        };
-        Self::build_with(settings, backends).await
+    /// The production composition: [`Backends::connect`], then [`Application::build`].
+    pub async fn connect(settings: Settings) -> anyhow::Result<Self> {
+        let backends = Backends::connect(&settings).await?;
+        Self::build(settings, backends).await
     }
 
     /// The service on the given backends; binds `HTTP_ADDR` (port 0 picks a free one).
-    pub async fn build_with(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
+    pub async fn build(settings: Settings, backends: Backends) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on HTTP_ADDR {}", settings.http_addr))?;
@@ -103,17 +74,26 @@ impl Application {
 
     /// Consumes and serves until `shutdown` fires (or either part fails); in-flight mails finish.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let Backends {
-            bus,
-            sent_log,
-            mailer,
-        } = self.backends;
+        let backends = self.backends;
+        let (bus, sent_log, mailer) = (
+            backends.bus.clone(),
+            backends.sent_log.clone(),
+            backends.mailer.clone(),
+        );
         // Either part failing stops the other too: half a service must not look healthy.
         let stop = shutdown.child_token();
         let health = Health::new(vec![
-            Arc::new(BusReadiness(bus.clone())),
-            Arc::new(MailerReadiness(mailer.clone())),
-            Arc::new(SentLogReadiness(sent_log.clone())),
+            probe(
+                "event_bus",
+                bus.clone(),
+                |bus| async move { bus.check().await },
+            ),
+            probe("smtp", mailer.clone(), |mailer| async move {
+                mailer.check().await
+            }),
+            probe("mongodb", sent_log.clone(), |log| async move {
+                log.check().await
+            }),
         ]);
         let handler = Arc::new(Notifier::new(
             bus.clone(),
@@ -137,6 +117,7 @@ impl Application {
         let (served, consumed) = tokio::join!(server, consumer);
         served.context("the health endpoint failed")?;
         consumed.context("consuming events failed")?;
+        backends.close().await;
         tracing::info!("notification service stopped");
         Ok(())
     }

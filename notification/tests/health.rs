@@ -56,7 +56,7 @@ async fn not_ready_without_the_mail_server_and_the_password_is_never_shown() {
 async fn not_ready_without_the_store() {
     let harness = Harness::new().await;
     let settings = notification::Settings {
-        mongodb_uri: format!("mongodb://127.0.0.1:{}", free_port()),
+        mongodb_uri: format!("mongodb://127.0.0.1:{}", free_port()).into(),
         ..test_settings()
     };
     let app = harness.start(settings).await;

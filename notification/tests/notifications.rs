@@ -241,9 +241,8 @@ async fn a_claim_left_by_a_crash_is_taken_over_once_it_lapses() {
     let recipient = unique_recipient("user");
     let outcome = succeeded(&recipient, "crash.mp4");
     // A worker claimed the outcome, then died before sending.
-    let crashed = MongoSentLog::new(&settings.mongodb_uri, &settings.mongodb_database, lease)
-        .await
-        .unwrap();
+    let client = platform::testing::mongo_client(settings.mongodb_uri.expose()).await;
+    let crashed = MongoSentLog::new(&client, &settings.mongodb_database, lease);
     let claim = crashed
         .claim(outcome.event_id, outcome.job_id)
         .await

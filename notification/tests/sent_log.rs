@@ -1,14 +1,13 @@
 //! The MongoDB sent log against a real MongoDB-wire server.
 
 use notification::sent_log::{ClaimResult, Delivery, Finished, MongoSentLog, SentLog};
-use platform::testing::{free_port, required_env, unique_name};
+use platform::testing::{free_port, mongo_client, required_env, unique_name};
 use std::time::Duration;
 use uuid::Uuid;
 
 async fn log(lease: Duration) -> MongoSentLog {
-    MongoSentLog::new(&required_env("MONGODB_URI"), &unique_name("sentlog"), lease)
-        .await
-        .expect("a MongoDB URI")
+    let client = mongo_client(&required_env("MONGODB_URI")).await;
+    MongoSentLog::new(&client, &unique_name("sentlog"), lease)
 }
 
 fn granted(result: ClaimResult) -> notification::sent_log::Claim {
@@ -110,13 +109,8 @@ async fn a_lapsed_claim_is_taken_over_by_exactly_one_claimant() {
 
 #[tokio::test]
 async fn an_unreachable_store_is_reported_not_hidden() {
-    let log = MongoSentLog::new(
-        &format!("mongodb://127.0.0.1:{}", free_port()),
-        "notification",
-        Duration::from_secs(60),
-    )
-    .await
-    .unwrap();
+    let unreachable = mongo_client(&format!("mongodb://127.0.0.1:{}", free_port())).await;
+    let log = MongoSentLog::new(&unreachable, "notification", Duration::from_secs(60));
     assert!(log.check().await.is_err());
     assert!(log.claim(Uuid::now_v7(), Uuid::now_v7()).await.is_err());
     let reachable = self::log(Duration::from_secs(60)).await;

@@ -10,9 +10,8 @@ use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::{AsyncWriteExt, StreamExt, TryStreamExt};
 use mongodb::bson::{self, Bson, Document, doc, oid::ObjectId};
-use mongodb::options::{ClientOptions, GridFsBucketOptions};
+use mongodb::options::GridFsBucketOptions;
 use mongodb::{Client, gridfs::GridFsUploadStream};
-use std::time::Duration;
 
 /// Which kind of file: each lives in its own database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,19 +127,13 @@ pub struct GridFsStore {
 pub const DEFAULT_CHUNK_SIZE: u32 = 1024 * 1024;
 
 impl GridFsStore {
-    /// A store for `uri`. The driver connects lazily; operations fail fast (5 s server selection)
-    /// while MongoDB is unreachable and recover by themselves when it returns.
-    pub async fn new(uri: &str) -> Result<Self, BlobError> {
-        let mut options = ClientOptions::parse(uri).await?;
-        options.server_selection_timeout = Some(Duration::from_secs(5));
-        options.connect_timeout = Some(Duration::from_secs(5));
-        options
-            .app_name
-            .get_or_insert_with(|| "mp3-converter".into());
-        Ok(Self {
-            client: Client::with_options(options)?,
+    /// GridFS on `client` (see [`crate::mongo::connect`]): operations fail fast while MongoDB is
+    /// unreachable and recover by themselves when it returns.
+    pub fn new(client: &Client) -> Self {
+        Self {
+            client: client.clone(),
             chunk_size: DEFAULT_CHUNK_SIZE,
-        })
+        }
     }
 
     pub fn client(&self) -> &Client {
@@ -347,18 +340,5 @@ impl BlobStore for GridFsStore {
             .run_command(doc! {"ping": 1})
             .await?;
         Ok(())
-    }
-}
-
-/// Adapts a [`BlobStore`] to a readiness check.
-pub struct BlobReadiness(pub std::sync::Arc<dyn BlobStore>);
-
-#[async_trait]
-impl crate::health::ReadinessCheck for BlobReadiness {
-    fn name(&self) -> &'static str {
-        "blob_store"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
     }
 }

@@ -108,16 +108,3 @@ pub trait EventBus: Send + Sync + 'static {
     /// Readiness: `Ok` when the bus is reachable.
     async fn check(&self) -> Result<(), BusError>;
 }
-
-/// Adapts an [`EventBus`] to a readiness check.
-pub struct BusReadiness(pub Arc<dyn EventBus>);
-
-#[async_trait]
-impl crate::health::ReadinessCheck for BusReadiness {
-    fn name(&self) -> &'static str {
-        "event_bus"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
-    }
-}

@@ -98,19 +98,32 @@ pub fn duration_or(
     }
 }
 
-/// A comma-separated list of durations (e.g. `1s,5s,30s,2m`) with a default.
+/// Parses a comma-separated list of positive durations (`1s,5s,30s,2m`, each as
+/// [`parse_duration`] reads it); `none` is the empty list. The one parser of every retry-delay
+/// setting.
+pub fn parse_duration_list(text: &str) -> Result<Vec<std::time::Duration>, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    text.split(',')
+        .map(|part| match part.trim() {
+            "" => Err("expected comma-separated durations such as 1s,5s,30s,2m".to_owned()),
+            part => match parse_duration(part)? {
+                delay if delay.is_zero() => Err(format!("a delay must be positive, got {part:?}")),
+                delay => Ok(delay),
+            },
+        })
+        .collect()
+}
+
+/// A list of durations (see [`parse_duration_list`]) from the variable `name`, or `default`.
 pub fn duration_list_or(
     name: &str,
     default: &[std::time::Duration],
 ) -> Result<Vec<std::time::Duration>, ConfigError> {
     match raw(name) {
         None => Ok(default.to_vec()),
-        Some(value) => value
-            .split(',')
-            .filter(|part| !part.trim().is_empty())
-            .map(parse_duration)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ConfigError::new(name, &value, e)),
+        Some(value) => parse_duration_list(&value).map_err(|e| ConfigError::new(name, &value, e)),
     }
 }
 
@@ -130,6 +143,72 @@ pub fn redact_url(url: &str) -> String {
         None => userinfo.to_owned(),
     };
     format!("{scheme}://{user}@{host}{tail}")
+}
+
+/// A URL that may carry a password (`DATABASE_URL`, `MONGODB_URI`, `AMQP_URL`): `Debug` and
+/// `Display` show it with the password replaced by `***`, so settings can be logged whole; the
+/// raw text only comes out through [`SecretUrl::expose`], where a driver needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL as written, password included.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for SecretUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&SecretUrl> for SecretUrl {
+    fn from(url: &SecretUrl) -> Self {
+        url.clone()
+    }
+}
+
+impl From<&String> for SecretUrl {
+    fn from(url: &String) -> Self {
+        Self(url.clone())
+    }
+}
+
+impl From<&str> for SecretUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        Ok(Self(url.trim().to_owned()))
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SecretUrl({:?})", redact_url(&self.0))
+    }
+}
+
+/// A secret URL from the variable `name`, or `default`.
+pub fn secret_url_or(name: &str, default: &str) -> SecretUrl {
+    SecretUrl::new(raw(name).unwrap_or_else(|| default.to_owned()).trim())
 }
 
 /// Default endpoints for a developer machine.
@@ -183,5 +262,28 @@ mod tests {
         );
         assert!(parse_duration("7 weeks").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn duration_lists_are_positive_and_none_is_empty() {
+        assert_eq!(
+            parse_duration_list("1s, 5s,30s,2m").unwrap(),
+            [1, 5, 30, 120].map(Duration::from_secs)
+        );
+        assert!(parse_duration_list("none").unwrap().is_empty());
+        assert!(parse_duration_list("0s").is_err());
+        assert!(parse_duration_list("").is_err());
+        assert!(parse_duration_list("1s,,2s").is_err());
+        assert!(parse_duration_list("soon").is_err());
+    }
+
+    #[test]
+    fn secret_urls_never_show_their_password() {
+        let url = SecretUrl::new("amqp://guest:hunter2@rabbit:5672/%2f");
+        assert_eq!(url.expose(), "amqp://guest:hunter2@rabbit:5672/%2f");
+        for shown in [format!("{url}"), format!("{url:?}")] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("guest:***@rabbit"), "{shown}");
+        }
     }
 }

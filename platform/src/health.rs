@@ -16,6 +16,48 @@ pub trait ReadinessCheck: Send + Sync {
     async fn check(&self) -> Result<(), String>;
 }
 
+/// A readiness check from a name, the dependency and how to ask it, e.g.
+/// `probe("event_bus", bus, |bus| async move { bus.check().await })`: the one adapter every seam
+/// uses instead of a wrapper type each.
+pub fn probe<T, F, Fut, E>(name: &'static str, target: Arc<T>, check: F) -> Arc<dyn ReadinessCheck>
+where
+    T: ?Sized + Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    Arc::new(Probe {
+        name,
+        target,
+        check,
+    })
+}
+
+struct Probe<T: ?Sized, F> {
+    name: &'static str,
+    target: Arc<T>,
+    check: F,
+}
+
+#[async_trait]
+impl<T, F, Fut, E> ReadinessCheck for Probe<T, F>
+where
+    T: ?Sized + Send + Sync + 'static,
+    F: Fn(Arc<T>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        (self.check)(self.target.clone())
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Per-check deadline so a hung dependency makes `/readyz` fail fast instead of hanging.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -12,6 +12,7 @@ pub mod healthcheck;
 pub mod local_blob;
 pub mod local_bus;
 pub mod metrics;
+pub mod mongo;
 pub mod rabbit;
 pub mod retry;
 pub mod runtime;
@@ -21,4 +22,4 @@ pub mod telemetry;
 pub mod testing;
 pub mod trace;
 
-pub use config::ConfigError;
+pub use config::{ConfigError, SecretUrl};

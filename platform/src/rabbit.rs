@@ -124,7 +124,7 @@ fn connection_uri(url: &str) -> Result<lapin::uri::AMQPUri, BusError> {
 }
 
 pub struct RabbitBus {
-    url: String,
+    url: crate::SecretUrl,
     topology: Topology,
     /// Publishing connection and confirm-mode channel, opened lazily and replaced when broken.
     publisher: Mutex<Option<(Connection, Channel)>>,
@@ -132,7 +132,7 @@ pub struct RabbitBus {
 
 impl RabbitBus {
     /// A bus for `url`. Connects lazily: constructing it never fails on an absent broker.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<crate::SecretUrl>) -> Self {
         Self {
             url: url.into(),
             topology: Topology::default(),
@@ -155,7 +155,7 @@ impl RabbitBus {
     }
 
     async fn connect(&self) -> Result<Connection, BusError> {
-        let uri = connection_uri(&self.url)?;
+        let uri = connection_uri(self.url.expose())?;
         let properties = ConnectionProperties::default();
         match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri, properties)).await
         {

@@ -206,3 +206,15 @@ pub async fn wait_for_mail(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A MongoDB client of the test's own for `uri`.
+pub async fn mongo_client(uri: &str) -> mongodb::Client {
+    crate::mongo::connect(&uri.into(), "test")
+        .await
+        .expect("a valid MongoDB URI")
+}
+
+/// GridFS on a client of its own for `uri` (a test's view of the store its services use).
+pub async fn gridfs(uri: &str) -> crate::blob::GridFsStore {
+    crate::blob::GridFsStore::new(&mongo_client(uri).await)
+}

@@ -7,9 +7,7 @@ use platform::testing::required_env;
 use serde_json::json;
 
 async fn store() -> GridFsStore {
-    GridFsStore::new(&required_env("MONGODB_URI"))
-        .await
-        .expect("MongoDB URI parses")
+    platform::testing::gridfs(&required_env("MONGODB_URI")).await
 }
 
 /// Deterministic pseudo-random bytes, so content errors cannot hide behind repetition.

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
-use mp3converter::{AllInOne, Settings};
+use allinone::{AllInOne, Settings};
 use platform::testing::{fresh_mysql_database, isolated_topology, mails_matching, required_env};
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
@@ -33,9 +33,9 @@ fn init_tracing() {
 /// MySQL database, RabbitMQ with a topology of its own, SecantusDB and the SMTP sink.
 pub async fn real_services(data_dir: &Path) -> Settings {
     let mut settings = Settings::for_tests(data_dir);
-    settings.database_url = Some(fresh_mysql_database().await);
-    settings.mongodb_uri = Some(required_env("MONGODB_URI"));
-    settings.amqp_url = Some(required_env("AMQP_URL"));
+    settings.database_url = Some(fresh_mysql_database().await.into());
+    settings.mongodb_uri = Some(required_env("MONGODB_URI").into());
+    settings.amqp_url = Some(required_env("AMQP_URL").into());
     settings.topology = Some(isolated_topology());
     settings.smtp_url = Some(required_env("SMTP_URL").parse().expect("SMTP_URL parses"));
     settings

@@ -1,5 +1,5 @@
 //! MySQL 8 / MariaDB 10.11 implementation of the store, with runtime-checked queries (there is no
-//! database at build time) and the schema from the workspace's top-level `migrations/`.
+//! database at build time) and the schema from `auth/migrations/mysql/`.
 
 use super::{NewSigningKey, SigningKeyStore, StoreError, StoredSigningKey, User, UserStore};
 use crate::domain::EmailAddress;
@@ -72,7 +72,7 @@ impl MySqlStore {
                 "another instance held the migration lock for over {MIGRATION_LOCK_TIMEOUT:?}"
             );
         }
-        let result = sqlx::migrate!("../migrations")
+        let result = sqlx::migrate!("migrations/mysql")
             .run(&self.pool)
             .await
             .context("applying database migrations");

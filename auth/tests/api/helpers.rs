@@ -171,7 +171,7 @@ pub async fn spawn_app_on(
 ) -> TestApp {
     let mut settings = Settings::for_tests(&database.url);
     configure(&mut settings);
-    let application = Application::build(settings)
+    let application = Application::connect(settings)
         .await
         .expect("the application builds");
     start(application, database).await

@@ -30,8 +30,8 @@ async fn instances_starting_together_on_a_fresh_database_agree_on_one_key(backen
     let database = backend.fresh_database().await;
     // Two replicas racing through migrations and key creation on an empty database.
     let (first, second) = tokio::join!(
-        Application::build(Settings::for_tests(&database.url)),
-        Application::build(Settings::for_tests(&database.url)),
+        Application::connect(Settings::for_tests(&database.url)),
+        Application::connect(Settings::for_tests(&database.url)),
     );
     let first = start(first.unwrap(), &database).await;
     let second = start(second.unwrap(), &database).await;

@@ -249,7 +249,7 @@ async fn start_up_waits_for_the_database() {
     let port = platform::testing::free_port();
     let late_url = format!("{scheme}://{userinfo}127.0.0.1:{port}/{path}");
 
-    let build = tokio::spawn(Application::build(Settings::for_tests(&late_url)));
+    let build = tokio::spawn(Application::connect(Settings::for_tests(&late_url)));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !build.is_finished(),

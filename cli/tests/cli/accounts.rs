@@ -40,7 +40,7 @@ async fn signup_and_login_remember_a_private_session_without_the_password() {
         "the token stays out of the output"
     );
 
-    let saved: mp3_cli::config::CachedToken =
+    let saved: cli::config::CachedToken =
         serde_json::from_slice(&std::fs::read(stack.session_file()).unwrap()).unwrap();
     assert_eq!(saved.email.as_deref(), Some(email.as_str()));
     assert!(saved.token.split('.').count() == 3, "a JWT is cached");

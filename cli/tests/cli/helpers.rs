@@ -1,9 +1,11 @@
 //! The harness: the whole service stack in-process, and a way to run the real `mp3` binary
 //! against it with a private config directory (never the user's).
 
-use converter::worker::{Application as Converter, Settings as ConverterSettings};
-use gateway::{Application as Gateway, Dependencies, Settings as GatewaySettings};
-use platform::blob::{BlobStore, GridFsStore};
+use converter::worker::{
+    Application as Converter, Backends as ConverterBackends, Settings as ConverterSettings,
+};
+use gateway::{Application as Gateway, Backends as GatewayBackends, Settings as GatewaySettings};
+use platform::blob::BlobStore;
 use platform::bus::{EventBus, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{fresh_mysql_database, isolated_topology, required_env};
@@ -68,14 +70,14 @@ impl Stack {
         let mongodb_uri = required_env("MONGODB_URI");
 
         let database_url = fresh_mysql_database().await;
-        let auth = auth::Application::build(auth::Settings::for_tests(&database_url))
+        let auth = auth::Application::connect(auth::Settings::for_tests(&database_url))
             .await
             .expect("auth builds");
         let auth_grpc_url = format!("http://{}", auth.grpc_addr());
         tokio::spawn(auth.run_until_stopped(shutdown.clone()));
 
         let bus = Arc::new(RabbitBus::new(&amqp_url).with_topology(isolated_topology()));
-        let blobs = Arc::new(GridFsStore::new(&mongodb_uri).await.expect("MongoDB URI"));
+        let blobs = Arc::new(platform::testing::gridfs(&mongodb_uri).await);
         let converter_settings = ConverterSettings::for_tests(&amqp_url, &mongodb_uri);
         // Both queues exist before the first upload, so no event is dropped as unroutable.
         declare(&bus, &gateway::pipeline::subscription()).await;
@@ -83,8 +85,10 @@ impl Stack {
 
         let converter = Converter::build(
             converter_settings,
-            bus.clone() as Arc<dyn EventBus>,
-            blobs.clone() as Arc<dyn BlobStore>,
+            ConverterBackends::embedded(
+                bus.clone() as Arc<dyn EventBus>,
+                blobs.clone() as Arc<dyn BlobStore>,
+            ),
         )
         .await
         .expect("the converter builds");
@@ -92,7 +96,11 @@ impl Stack {
 
         let mut settings = GatewaySettings::for_tests(&auth_grpc_url, &mongodb_uri, &amqp_url);
         configure(&mut settings);
-        let gateway = Gateway::build(settings, Dependencies::new(bus, blobs))
+        let mut backends = GatewayBackends::connect(&settings)
+            .await
+            .expect("the gateway's backends");
+        backends.bus = bus;
+        let gateway = Gateway::build(settings, backends)
             .await
             .expect("the gateway builds");
         let server = format!("http://127.0.0.1:{}", gateway.port());
@@ -150,7 +158,7 @@ impl Stack {
 
     /// The session file the CLI keeps for this stack's server.
     pub fn session_file(&self) -> PathBuf {
-        mp3_cli::config::TokenCache::new(self.config.path()).path_for(&self.server)
+        cli::config::TokenCache::new(self.config.path()).path_for(&self.server)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use crate::helpers::{Stack, assert_mp3};
 use chrono::{Duration, Utc};
-use mp3_cli::config::{CachedToken, TokenCache};
+use cli::config::{CachedToken, TokenCache};
 
 fn plant(stack: &Stack, token: &str, expires_in: Duration) {
     TokenCache::new(stack.config.path())

@@ -1,5 +1,6 @@
 //! The worker's settings, from environment variables.
 
+use platform::SecretUrl;
 use platform::config::{self, ConfigError, defaults};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,9 +9,9 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `AMQP_URL`.
-    pub amqp_url: String,
+    pub amqp_url: SecretUrl,
     /// `MONGODB_URI`.
-    pub mongodb_uri: String,
+    pub mongodb_uri: SecretUrl,
     /// `HTTP_ADDR`: health endpoints.
     pub http_addr: SocketAddr,
     /// `CONVERTER_CONCURRENCY`: jobs converted at once (the consumer prefetch). Default: cores.
@@ -42,8 +43,8 @@ impl Settings {
             ));
         }
         Ok(Self {
-            amqp_url: config::string_or("AMQP_URL", defaults::AMQP_URL),
-            mongodb_uri: config::string_or("MONGODB_URI", defaults::MONGODB_URI),
+            amqp_url: config::secret_url_or("AMQP_URL", defaults::AMQP_URL),
+            mongodb_uri: config::secret_url_or("MONGODB_URI", defaults::MONGODB_URI),
             http_addr: config::or_default(
                 "HTTP_ADDR",
                 defaults::CONVERTER_HTTP_ADDR
@@ -60,10 +61,11 @@ impl Settings {
     }
 
     /// Settings for tests: ephemeral port, short retries.
+    #[cfg(any(test, feature = "testing"))]
     pub fn for_tests(amqp_url: &str, mongodb_uri: &str) -> Self {
         Self {
-            amqp_url: amqp_url.to_owned(),
-            mongodb_uri: mongodb_uri.to_owned(),
+            amqp_url: amqp_url.into(),
+            mongodb_uri: mongodb_uri.into(),
             http_addr: "127.0.0.1:0".parse().expect("valid address"),
             concurrency: 2,
             retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],

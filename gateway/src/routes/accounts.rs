@@ -2,7 +2,7 @@
 //! token belongs to: a cheap way for clients to check that their token still works).
 
 use super::{AppState, ClientAddress, CurrentUser};
-use crate::accounts::AccountsError;
+use crate::auth_client::AccountsError;
 use crate::error::ApiError;
 use axum::Json;
 use axum::body::Bytes;

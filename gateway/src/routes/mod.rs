@@ -5,14 +5,14 @@ mod download;
 mod jobs;
 mod upload;
 
-use crate::accounts::Accounts;
+use crate::auth_client::Accounts;
 use crate::error::{self, ApiError};
 use crate::observability::RequestRecord;
 use crate::pipeline::{EventPublisher, FileJanitor, JobUpdates};
 use crate::rate_limit::RateLimits;
 use crate::store::EventStore;
 use crate::store::RetentionLedger;
-use crate::tokens::{TokenError, TokenVerifier};
+use crate::token_verifier::{TokenError, TokenVerifier};
 use axum::Router;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;

@@ -64,6 +64,12 @@ pub trait EventStore: Send + Sync + 'static {
     /// walks at start-up to finish the jobs its in-process bus forgot in a restart.
     async fn submitted_jobs(&self) -> Result<Vec<Uuid>, StoreError>;
 
+    /// Readies the store once it answers (the MongoDB adapters create their indexes);
+    /// idempotent, retried at start-up until it succeeds.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Readiness: `Ok` when the store answers.
     async fn check(&self) -> Result<(), StoreError>;
 
@@ -111,6 +117,12 @@ pub struct ExpiryClaim {
 /// The finished jobs waiting to expire.
 #[async_trait]
 pub trait RetentionLedger: Send + Sync + 'static {
+    /// Readies the store once it answers (the MongoDB adapters create their indexes);
+    /// idempotent, retried at start-up until it succeeds.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Records a finished job (idempotent: the first record wins, a later one may only add the
     /// MP3 id).
     async fn record_finished(&self, job: &FinishedJob) -> Result<(), StoreError>;
@@ -135,6 +147,12 @@ pub trait RetentionLedger: Send + Sync + 'static {
 
 #[async_trait]
 pub trait Outbox: Send + Sync + 'static {
+    /// Readies the store once it answers (the MongoDB adapters create their indexes);
+    /// idempotent, retried at start-up until it succeeds.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Records `event` as pending, leased to the caller for `lease` (the relay leaves it alone
     /// meanwhile). Adding the same event twice is a no-op.
     async fn add(&self, event: &Envelope, lease: Duration) -> Result<(), StoreError>;
@@ -150,19 +168,6 @@ pub trait Outbox: Send + Sync + 'static {
 
     /// How many events still wait for publication.
     async fn pending(&self) -> Result<u64, StoreError>;
-}
-
-/// Readiness of the event store.
-pub struct EventStoreReadiness(pub std::sync::Arc<dyn EventStore>);
-
-#[async_trait]
-impl platform::health::ReadinessCheck for EventStoreReadiness {
-    fn name(&self) -> &'static str {
-        "event_store"
-    }
-    async fn check(&self) -> Result<(), String> {
-        self.0.check().await.map_err(|e| e.to_string())
-    }
 }
 
 /// The time `offset` from now (saturating: a huge lease never overflows).

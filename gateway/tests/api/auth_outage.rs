@@ -24,7 +24,7 @@ impl PrivateAuth {
     async fn start(database_url: &str, port: u16) -> Self {
         let mut settings = auth::Settings::for_tests(database_url);
         settings.grpc_addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let application = auth::Application::build(settings)
+        let application = auth::Application::connect(settings)
             .await
             .expect("auth builds on its fixed port");
         let stop = CancellationToken::new();

@@ -4,7 +4,7 @@
 use futures::StreamExt;
 use gateway::configuration::Settings;
 use gateway::store::{MongoOutbox, Outbox};
-use gateway::{Application, Dependencies};
+use gateway::{Application, Backends};
 use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::RabbitBus;
@@ -91,14 +91,18 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         configure(&mut settings);
     }
     let jobs_database = settings.jobs_database.clone();
-    let blobs = Arc::new(GridFsStore::new(&mongodb_uri).await.expect("MongoDB URI"));
+    let blobs = Arc::new(platform::testing::gridfs(&mongodb_uri).await);
     let gateway_bus = Arc::new(RabbitBus::new(amqp_url).with_topology(topology.clone()));
     let test_bus = Arc::new(RabbitBus::new(amqp_real).with_topology(topology.clone()));
     // Declare the gateway's queue now so events published by the test before the gateway's
     // consumer is up are not dropped as unroutable.
     declare(&test_bus, &gateway::pipeline::subscription()).await;
 
-    let application = Application::build(settings, Dependencies::new(gateway_bus, blobs.clone()))
+    let mut backends = Backends::connect(&settings)
+        .await
+        .expect("the gateway's backends");
+    backends.bus = gateway_bus;
+    let application = Application::build(settings, backends)
         .await
         .expect("the gateway builds");
     let port = application.port();
@@ -124,7 +128,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 /// Starts auth on a fresh MySQL database; returns its gRPC URL.
 pub async fn spawn_auth(shutdown: CancellationToken) -> String {
     let database_url = fresh_mysql_database().await;
-    let auth = auth::Application::build(auth::Settings::for_tests(&database_url))
+    let auth = auth::Application::connect(auth::Settings::for_tests(&database_url))
         .await
         .expect("auth builds");
     let url = format!("http://{}", auth.grpc_addr());

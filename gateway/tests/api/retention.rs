@@ -8,7 +8,7 @@ use gateway::pipeline::{EventPublisher, FileJanitor, JobUpdates, Sweeper};
 use gateway::store::{
     EventStore, FinishedJob, MongoEventStore, MongoOutbox, MongoRetentionLedger, RetentionLedger,
 };
-use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
+use platform::blob::{BlobStore, Bucket, Metadata};
 use platform::bus::EventBus;
 use platform::rabbit::RabbitBus;
 use platform::testing::{isolated_topology, required_env, unique_name};
@@ -254,7 +254,7 @@ async fn concurrent_sweepers_expire_a_job_exactly_once() {
     let store = Arc::new(MongoEventStore::new(&mongo, &database));
     let ledger = Arc::new(MongoRetentionLedger::new(&mongo, &database));
     ledger.ensure_indexes().await.unwrap();
-    let blobs = Arc::new(GridFsStore::new(&mongodb_uri).await.unwrap());
+    let blobs = Arc::new(platform::testing::gridfs(&mongodb_uri).await);
     let bus: Arc<dyn EventBus> =
         Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
 

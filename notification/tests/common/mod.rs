@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use notification::startup::subscription;
-use notification::{Application, Settings};
+use notification::{Application, Backends, Settings};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::{RabbitBus, Topology};
 use platform::testing::{isolated_topology, required_env, unique_name};
@@ -25,8 +25,8 @@ use uuid::Uuid;
 /// Settings pointing at the test services, with short retry delays and a database of its own.
 pub fn test_settings() -> Settings {
     Settings {
-        amqp_url: required_env("AMQP_URL"),
-        mongodb_uri: required_env("MONGODB_URI"),
+        amqp_url: required_env("AMQP_URL").into(),
+        mongodb_uri: required_env("MONGODB_URI").into(),
         mongodb_database: unique_name("notification"),
         smtp_url: required_env("SMTP_URL").parse().expect("SMTP_URL parses"),
         public_base_url: "https://mp3.example.com".parse().unwrap(),
@@ -122,10 +122,12 @@ impl Harness {
     pub async fn start(&self, settings: Settings) -> RunningApp {
         // Declared now so outcomes published before the service consumes wait in its queue.
         declare(&self.bus, &subscription(&settings)).await;
-        let bus = Arc::new(
-            RabbitBus::new(settings.amqp_url.clone()).with_topology(self.topology.clone()),
-        );
-        let application = Application::build(settings, bus)
+        let mut backends = Backends::connect(&settings)
+            .await
+            .expect("the notification service's backends");
+        backends.bus =
+            Arc::new(RabbitBus::new(&settings.amqp_url).with_topology(self.topology.clone()));
+        let application = Application::build(settings, backends)
             .await
             .expect("the application builds");
         let http_addr = application.http_addr();

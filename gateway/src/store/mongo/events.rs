@@ -44,6 +44,10 @@ impl MongoEventStore {
 
 #[async_trait]
 impl EventStore for MongoEventStore {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.ensure_indexes().await
+    }
+
     async fn append(&self, event: &Envelope) -> Result<bool, StoreError> {
         let json = String::from_utf8(event.to_json()).expect("JSON is UTF-8");
         let mut document = doc! {

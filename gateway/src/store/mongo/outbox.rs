@@ -61,6 +61,10 @@ impl MongoOutbox {
 
 #[async_trait]
 impl Outbox for MongoOutbox {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.ensure_indexes().await
+    }
+
     async fn add(&self, event: &Envelope, lease: Duration) -> Result<(), StoreError> {
         let document = doc! {
             "_id": event.event_id.to_string(),

@@ -68,6 +68,10 @@ impl MongoRetentionLedger {
 
 #[async_trait]
 impl RetentionLedger for MongoRetentionLedger {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        self.ensure_indexes().await
+    }
+
     async fn record_finished(&self, job: &FinishedJob) -> Result<(), StoreError> {
         let document = doc! {
             "_id": job.job_id.to_string(),
