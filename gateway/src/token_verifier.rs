@@ -7,7 +7,12 @@
 //!
 //! A token that verified is remembered for a minute (bounded by count and by its own `exp`), so a
 //! client polling with the same token pays a map lookup instead of a signature check each time.
-//! Refreshed keys clear that memory, so a withdrawn key stops being honoured at the refresh.
+//! Refreshed keys clear that memory, so a withdrawn key stops being honoured at the refresh; a
+//! verification that raced the refresh is not remembered (each key set has a generation).
+//!
+//! While auth is unreachable the cached keys keep verifying, for at most [`KEYS_TRUST_LIMIT`]
+//! after they were fetched; past it, requests get 503 until auth answers again. Clocks may differ
+//! by [`LEEWAY_SECONDS`] (auth allows the same).
 
 use crate::auth_client::{Accounts, AccountsError, VerificationKeys};
 use jsonwebtoken::errors::ErrorKind;
@@ -22,6 +27,10 @@ use tokio::sync::Mutex;
 const RETRY_AFTER_FAILED_FETCH: Duration = Duration::from_secs(1);
 /// Cached keys older than this are refreshed in the background, so revoked keys fade out.
 const KEYS_MAX_AGE: Duration = Duration::from_secs(300);
+/// How long keys fetched from auth are trusted without a successful refresh (auth unreachable).
+pub const KEYS_TRUST_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// Clock skew tolerated on `exp` (and `nbf`), as auth tolerates it.
+pub const LEEWAY_SECONDS: u64 = 5;
 /// How long a verified token is remembered, and how many are (a few hundred bytes each).
 const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(60);
 const VERIFIED_TOKENS_MAX: u64 = 4096;
@@ -41,6 +50,8 @@ struct KeySet {
     issuer: String,
     audience: String,
     fetched_at: Instant,
+    /// Which fetch this is: a verification remembers its token only if no newer set replaced it.
+    generation: u64,
 }
 
 pub struct TokenVerifier {
@@ -52,6 +63,8 @@ pub struct TokenVerifier {
     min_refresh_interval: Duration,
     /// Tokens that verified recently, by their full text.
     verified: moka::sync::Cache<Box<str>, Claims>,
+    generations: std::sync::atomic::AtomicU64,
+    trust_limit: Duration,
 }
 
 impl TokenVerifier {
@@ -65,11 +78,38 @@ impl TokenVerifier {
                 .max_capacity(VERIFIED_TOKENS_MAX)
                 .time_to_live(VERIFIED_TOKEN_TTL)
                 .build(),
+            generations: Default::default(),
+            trust_limit: KEYS_TRUST_LIMIT,
         }
+    }
+
+    #[cfg(test)]
+    fn with_trust_limit(mut self, limit: Duration) -> Self {
+        self.trust_limit = limit;
+        self
     }
 
     fn cached(&self) -> Option<Arc<KeySet>> {
         self.keys.read().expect("not poisoned").clone()
+    }
+
+    /// The cached keys while they may still be trusted; stale ones are dropped, and with them the
+    /// tokens they verified.
+    fn trusted(&self) -> Option<Arc<KeySet>> {
+        let keys = self.cached()?;
+        if keys.fetched_at.elapsed() <= self.trust_limit {
+            return Some(keys);
+        }
+        let mut cached = self.keys.write().expect("not poisoned");
+        if cached.as_ref().is_some_and(|c| Arc::ptr_eq(c, &keys)) {
+            tracing::warn!(
+                limit = ?self.trust_limit,
+                "verification keys not refreshed within their trust limit; dropping them"
+            );
+            *cached = None;
+            self.verified.invalidate_all();
+        }
+        None
     }
 
     /// Fetches the keys unless a fetch happened too recently. Returns the freshest key set.
@@ -82,7 +122,7 @@ impl TokenVerifier {
                 RETRY_AFTER_FAILED_FETCH
             };
             if at.elapsed() < wait {
-                return match self.cached() {
+                return match self.trusted() {
                     Some(keys) => Ok(Some(keys)),
                     None if succeeded => Ok(None),
                     None => Err(TokenError::KeysUnavailable(
@@ -95,7 +135,11 @@ impl TokenVerifier {
         *last = Some((Instant::now(), fetched.is_ok()));
         match fetched {
             Ok(keys) => {
-                let set = Arc::new(key_set(keys));
+                let generation = self
+                    .generations
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                let set = Arc::new(key_set(keys, generation));
                 *self.keys.write().expect("not poisoned") = Some(set.clone());
                 self.verified.invalidate_all();
                 Ok(Some(set))
@@ -106,8 +150,8 @@ impl TokenVerifier {
                 | AccountsError::CircuitOpen { .. }),
             ) => {
                 let reason = error.to_string();
-                match self.cached() {
-                    // Keep trusting the keys we have while auth is away.
+                match self.trusted() {
+                    // Keep trusting the keys we have while auth is away, within the limit.
                     Some(keys) => {
                         tracing::warn!(%reason, "could not refresh verification keys; keeping the cached ones");
                         Ok(Some(keys))
@@ -127,12 +171,22 @@ impl TokenVerifier {
             }
             self.verified.invalidate(token);
         }
-        let claims = self.verify_signed(token).await?;
-        self.verified.insert(token.into(), claims.clone());
+        let (claims, generation) = self.verify_signed(token).await?;
+        self.remember(token, &claims, generation);
         Ok(claims)
     }
 
-    async fn verify_signed(self: &Arc<Self>, token: &str) -> Result<Claims, TokenError> {
+    /// Remembers a token verified with key set `generation`, unless newer keys replaced that set
+    /// meanwhile (the refresh that installed them cleared the memory, perhaps just before this).
+    fn remember(&self, token: &str, claims: &Claims, generation: u64) {
+        self.verified.insert(token.into(), claims.clone());
+        if self.cached().map(|keys| keys.generation) != Some(generation) {
+            self.verified.invalidate(token);
+        }
+    }
+
+    /// Checks the signature and claims; returns the claims and the generation of the keys used.
+    async fn verify_signed(self: &Arc<Self>, token: &str) -> Result<(Claims, u64), TokenError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| TokenError::Rejected("malformed token".into()))?;
         if header.alg != Algorithm::EdDSA {
@@ -143,7 +197,7 @@ impl TokenVerifier {
         }
         let kid = header.kid.unwrap_or_default();
 
-        let mut keys = match self.cached() {
+        let mut keys = match self.trusted() {
             Some(keys) => keys,
             None => self.refresh().await?.ok_or_else(|| {
                 TokenError::KeysUnavailable("auth published no verification keys".into())
@@ -161,10 +215,11 @@ impl TokenVerifier {
             });
         }
         keys.verify(token, &kid)
+            .map(|claims| (claims, keys.generation))
     }
 }
 
-fn key_set(fetched: VerificationKeys) -> KeySet {
+fn key_set(fetched: VerificationKeys, generation: u64) -> KeySet {
     let mut keys = HashMap::new();
     for key in fetched.keys {
         if key.algorithm != "EdDSA" {
@@ -192,6 +247,7 @@ fn key_set(fetched: VerificationKeys) -> KeySet {
         issuer: or_default(fetched.issuer, proto::claims::DEFAULT_ISSUER),
         audience: or_default(fetched.audience, proto::claims::DEFAULT_AUDIENCE),
         fetched_at: Instant::now(),
+        generation,
     }
 }
 
@@ -202,6 +258,7 @@ impl KeySet {
         validation.set_audience(&[&self.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_exp = true;
+        validation.leeway = LEEWAY_SECONDS;
         // A token without a kid is tried against every key (there is usually one).
         let candidates: Vec<&DecodingKey> = if kid.is_empty() {
             self.keys.values().collect()
@@ -484,6 +541,77 @@ mod tests {
         let error = verifier.verify(&token).await.unwrap_err();
         assert_eq!(error, TokenError::Rejected("token expired".into()));
         assert!(!verifier.verified.contains_key(token.as_str()));
+    }
+
+    #[tokio::test]
+    async fn clocks_may_differ_by_five_seconds_not_a_minute() {
+        let k1 = key("k1");
+        let (verifier, _) = verifier(&[&k1]);
+        verifier.verify(&sign(&k1, &claims(-2))).await.unwrap();
+        let error = verifier.verify(&sign(&k1, &claims(-30))).await.unwrap_err();
+        assert_eq!(error, TokenError::Rejected("token expired".into()));
+    }
+
+    #[tokio::test]
+    async fn a_verification_racing_a_key_refresh_is_not_remembered() {
+        let k1 = key("k1");
+        let k2 = key("k2");
+        let (_, accounts) = verifier(&[&k1]);
+        let verifier = Arc::new(TokenVerifier::new(
+            accounts.clone(),
+            Duration::from_millis(50),
+        ));
+        let old = sign(&k1, &claims(600));
+        // The check completes with the old keys...
+        let (claims, generation) = verifier.verify_signed(&old).await.unwrap();
+        // ...auth withdraws k1 and the keys are refreshed before the token is remembered...
+        *accounts.published.lock().unwrap() = published(&[&k2]);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        verifier.refresh().await.unwrap();
+        verifier.remember(&old, &claims, generation);
+        // ...so the token is not put back into the memory the refresh cleared.
+        assert!(!verifier.verified.contains_key(old.as_str()));
+        let error = verifier.verify(&old).await.unwrap_err();
+        assert_eq!(
+            error,
+            TokenError::Rejected("token signed with an unknown key".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn cached_keys_stop_verifying_when_auth_stays_down_past_the_trust_limit() {
+        let k1 = key("k1");
+        let (_, accounts) = verifier(&[&k1]);
+        let verifier = Arc::new(
+            TokenVerifier::new(accounts.clone(), Duration::from_millis(10))
+                .with_trust_limit(Duration::from_millis(200)),
+        );
+        let token = sign(&k1, &claims(600));
+        verifier.verify(&token).await.unwrap();
+        accounts.down.store(true, Ordering::SeqCst);
+        // Within the limit the cached keys still verify (a fresh token: no remembered result).
+        let fresh = sign(
+            &k1,
+            &Claims {
+                jti: "t2".into(),
+                ..claims(600)
+            },
+        );
+        verifier.verify(&fresh).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let later = sign(
+            &k1,
+            &Claims {
+                jti: "t3".into(),
+                ..claims(600)
+            },
+        );
+        let error = verifier.verify(&later).await.unwrap_err();
+        assert!(matches!(error, TokenError::KeysUnavailable(_)), "{error:?}");
+        // Auth is back: keys load again.
+        accounts.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(RETRY_AFTER_FAILED_FETCH + Duration::from_millis(50)).await;
+        verifier.verify(&later).await.unwrap();
     }
 
     #[tokio::test]
