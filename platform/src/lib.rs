@@ -13,6 +13,7 @@ pub mod local_blob;
 pub mod local_bus;
 pub mod metrics;
 pub mod rabbit;
+pub mod redrive;
 pub mod retry;
 pub mod runtime;
 pub mod shutdown;
