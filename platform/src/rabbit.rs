@@ -313,28 +313,33 @@ impl RabbitBus {
             .map_err(unavailable)?
             .message_count();
         let mut moved = 0u64;
-        while moved < u64::from(waiting) {
-            let Some(message) = channel
-                .basic_get(parked.as_str().into(), BasicGetOptions::default())
-                .await
-                .map_err(unavailable)?
-            else {
-                break;
-            };
-            let delivery = message.delivery;
-            let properties = without_header(&delivery.properties, PARKED_REASON_HEADER);
-            // On an error the unacknowledged message returns to the parking queue with the channel.
-            publish_confirmed(&channel, "", &queue, &delivery.data, properties, true).await?;
-            delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .map_err(unavailable)?;
-            moved += 1;
+        let result = async {
+            while moved < u64::from(waiting) {
+                let Some(message) = channel
+                    .basic_get(parked.as_str().into(), BasicGetOptions::default())
+                    .await
+                    .map_err(unavailable)?
+                else {
+                    break;
+                };
+                let delivery = message.delivery;
+                let properties = without_header(&delivery.properties, PARKED_REASON_HEADER);
+                publish_confirmed(&channel, "", &queue, &delivery.data, properties, true).await?;
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(unavailable)?;
+                moved += 1;
+            }
+            Ok::<(), BusError>(())
         }
+        .await;
+        // Closing returns an unacknowledged message (the one a failure interrupted) to the
+        // parking queue at once.
         let _ = channel.close(200, "re-drive done".into()).await;
         let _ = connection.close(200, "re-drive done".into()).await;
         tracing::info!(%queue, moved, "parked events re-driven");
-        Ok(moved)
+        result.map(|()| moved)
     }
 
     /// One consuming session on one connection; returns when the connection breaks or on shutdown.
