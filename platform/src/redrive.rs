@@ -2,11 +2,11 @@
 //! parked (written by a newer build, see [`crate::rabbit`]) back into its queue, once the service
 //! runs a build that reads them. Typically the last step of a rolling deploy.
 //!
-//! It reads `AMQP_URL` like the service, moves the messages of `<queue>.parked` into `<queue>`,
-//! prints how many and exits 0, or prints the error and exits 1. Events still too new for the
-//! running consumer are simply parked again.
+//! It connects to the service's broker (`AMQP_URL`, read by the service: which variables a
+//! service reads stays visible in its own code), moves the messages of `<queue>.parked` into
+//! `<queue>`, prints how many and exits 0, or prints the error and exits 1. Events still too new
+//! for the running consumer are simply parked again.
 
-use crate::config::{defaults, string_or};
 use crate::rabbit::RabbitBus;
 use std::process::ExitCode;
 
@@ -14,8 +14,9 @@ use std::process::ExitCode;
 pub const ARGUMENT: &str = "redrive-parked";
 
 /// Runs the re-drive when the process was started as `<binary> redrive-parked` and gives the exit
-/// code `main` returns; `None` otherwise. `queue` is the service's queue (its `Subscription`'s).
-pub fn run_if_requested(queue: &str) -> Option<ExitCode> {
+/// code `main` returns; `None` otherwise. `queue` is the service's queue (its `Subscription`'s);
+/// `amqp_url` gives the broker's URL, asked only when the command runs.
+pub fn run_if_requested(queue: &str, amqp_url: impl FnOnce() -> String) -> Option<ExitCode> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some(ARGUMENT) {
         return None;
@@ -34,7 +35,7 @@ pub fn run_if_requested(queue: &str) -> Option<ExitCode> {
             return Some(ExitCode::FAILURE);
         }
     };
-    let bus = RabbitBus::new(string_or("AMQP_URL", defaults::AMQP_URL));
+    let bus = RabbitBus::new(amqp_url());
     Some(match runtime.block_on(bus.redrive_parked(queue)) {
         Ok(moved) => {
             println!("{moved} parked event(s) moved back into {queue}");
