@@ -50,6 +50,13 @@ fn main() -> std::process::ExitCode {
     {
         return code;
     }
+    // `converter redrive-parked`: after an upgrade, re-drives the events this service's consumer
+    // parked because an older build could not read them (see platform::redrive).
+    if let Some(code) = platform::redrive::run_if_requested(converter::worker::QUEUE, || {
+        platform::config::string_or("AMQP_URL", platform::config::defaults::AMQP_URL)
+    }) {
+        return code;
+    }
     platform::runtime::exit_code("converter", platform::runtime::run(run()))
 }
 

@@ -10,6 +10,13 @@ fn main() -> ExitCode {
     {
         return code;
     }
+    // `notification redrive-parked`: after an upgrade, re-drives the events this service's consumer
+    // parked because an older build could not read them (see platform::redrive).
+    if let Some(code) = platform::redrive::run_if_requested(notification::startup::QUEUE, || {
+        platform::config::string_or("AMQP_URL", platform::config::defaults::AMQP_URL)
+    }) {
+        return code;
+    }
     platform::runtime::exit_code("notification", platform::runtime::run(serve()))
 }
 

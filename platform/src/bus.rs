@@ -1,8 +1,9 @@
 //! The event bus seam: publish job events durably, consume them with at-least-once delivery.
 //!
 //! [`crate::rabbit::RabbitBus`] implements it on RabbitMQ (topic exchange, a durable queue per
-//! service, delayed retry queues, a dead-letter queue). Handlers must be idempotent: a delivery can
-//! arrive more than once (redelivery after a crash or a broker reconnect).
+//! service, delayed retry queues, a dead-letter queue, a parking queue per service for events a
+//! newer build wrote). Handlers must be idempotent: a delivery can arrive more than once
+//! (redelivery after a crash or a broker reconnect, or a re-drive of parked events).
 
 use async_trait::async_trait;
 use proto::Envelope;

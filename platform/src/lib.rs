@@ -14,6 +14,7 @@ pub mod local_bus;
 pub mod metrics;
 pub mod mongo;
 pub mod rabbit;
+pub mod redrive;
 pub mod retry;
 pub mod runtime;
 pub mod shutdown;

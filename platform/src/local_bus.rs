@@ -4,6 +4,10 @@
 //! a queue per subscription that buffers events until its consumer attaches, delayed retries and a
 //! dead-letter list. It keeps nothing across restarts: the all-in-one mode replays unfinished jobs
 //! from its event store at start-up instead.
+//!
+//! It has no parking queue because it never decodes: it carries typed envelopes between the
+//! components of one process, one build, so no event can be newer than its consumer. (What an
+//! older or newer build left in the all-in-one mode's event store is handled by the store.)
 
 use crate::bus::{BusError, Delivered, EventBus, EventHandler, Outcome, Subscription};
 use async_trait::async_trait;

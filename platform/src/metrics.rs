@@ -4,7 +4,8 @@
 //! Metric names used across services (labels in brackets):
 //! - `http_requests_total` [service, method, route, status], `http_request_duration_seconds`
 //! - `events_published_total` [event_type, outcome], `events_consumed_total` [queue, event_type, outcome]
-//! - `event_retries_total` [queue], `events_dead_lettered_total` [queue]
+//! - `event_retries_total` [queue], `events_dead_lettered_total` [queue], `events_parked_total`
+//!   [queue, reason] (events from a newer build, set aside for re-drive)
 //! - service-specific ones (jobs, conversions, emails, uploads) are documented where recorded.
 
 use axum::extract::{MatchedPath, Request};

@@ -5,7 +5,12 @@
 //! - one durable queue per consuming service, bound to the event types it needs, dead-lettering
 //!   into `jobs.dead-letter` (a durable fanout exchange feeding the `jobs.dead-letter` queue);
 //! - per service and delay, a retry queue `<queue>.retry.<ms>ms` with that message TTL, which
-//!   dead-letters expired messages back into the service's queue: delayed redelivery without plugins.
+//!   dead-letters expired messages back into the service's queue: delayed redelivery without plugins;
+//! - per service, a parking queue `<queue>.parked` for events a newer build wrote (a newer schema
+//!   version of a type, or a type this build does not know): kept as they came, with the reason in
+//!   an `x-parked-reason` header, until an operator re-drives them ([`RabbitBus::redrive_parked`])
+//!   once a build that reads them runs. In a rolling deploy new producers run beside old consumers;
+//!   parking is what makes that lose nothing.
 //!
 //! Messages are persistent and published with confirms; consumers ack manually with a prefetch.
 
@@ -17,13 +22,14 @@ use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
     message::Delivery,
     options::{
-        BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
-        BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-        QueueDeclareOptions,
+        BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
+        BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
     },
     types::{AMQPValue, FieldTable, ShortString},
 };
 use proto::Envelope;
+use proto::events::DecodeError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -37,6 +43,8 @@ pub const DEAD_LETTER_QUEUE: &str = "jobs.dead-letter";
 pub const ATTEMPT_HEADER: &str = "x-attempt";
 /// Header carrying the W3C trace context.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
+/// Header a parked message carries: why this build could not read it.
+pub const PARKED_REASON_HEADER: &str = "x-parked-reason";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,6 +52,11 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the retry queue holding deliveries of `queue` for `delay`.
 pub fn retry_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}ms", delay.as_millis())
+}
+
+/// Name of the queue where `queue`'s consumers park the events a newer build wrote.
+pub fn parked_queue_name(queue: &str) -> String {
+    format!("{queue}.parked")
 }
 
 /// Names of everything the bus declares. Production uses [`Topology::default`]; tests use
@@ -193,7 +206,8 @@ impl RabbitBus {
         Ok(channel)
     }
 
-    /// Declares the dead-letter topology and `subscription`'s queue, bindings and retry queues.
+    /// Declares the dead-letter topology and `subscription`'s queue, bindings, retry queues and
+    /// parking queue.
     pub async fn declare_subscription(
         &self,
         channel: &Channel,
@@ -250,7 +264,82 @@ impl RabbitBus {
                 .await
                 .map_err(unavailable)?;
         }
+        // Bound to nothing: only this service's consumers put messages there, one by one.
+        channel
+            .queue_declare(
+                parked_queue_name(&queue).as_str().into(),
+                QueueDeclareOptions::durable(),
+                topology.queue_arguments(),
+            )
+            .await
+            .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Moves every message parked by the consumers of service queue `queue` (its short name, as in
+    /// [`Subscription::queue`]) back into that queue, once a build that reads them consumes it;
+    /// returns how many were moved. Each message keeps its body and headers (less the parking
+    /// reason) and is acknowledged in the parking queue only after the broker confirmed it in the
+    /// service queue, so a failure half-way loses nothing and at worst repeats one delivery.
+    ///
+    /// The messages go straight to the service queue rather than through the exchange: other
+    /// services bound to the event type handled it already. Only the messages parked when it
+    /// starts are moved, so a consumer that still cannot read them and parks them again does not
+    /// keep it going round.
+    pub async fn redrive_parked(&self, queue: &str) -> Result<u64, BusError> {
+        let connection = self.connect().await?;
+        let channel = self.confirm_channel(&connection).await?;
+        let queue = self.topology.queue(queue);
+        let parked = parked_queue_name(&queue);
+        // Passive: re-driving into a queue that does not exist would drop every message.
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| BusError::Unavailable(format!("queue {queue}: {e}")))?;
+        let waiting = channel
+            .queue_declare(
+                parked.as_str().into(),
+                QueueDeclareOptions::durable(),
+                self.topology.queue_arguments(),
+            )
+            .await
+            .map_err(unavailable)?
+            .message_count();
+        let mut moved = 0u64;
+        let result = async {
+            while moved < u64::from(waiting) {
+                let Some(message) = channel
+                    .basic_get(parked.as_str().into(), BasicGetOptions::default())
+                    .await
+                    .map_err(unavailable)?
+                else {
+                    break;
+                };
+                let delivery = message.delivery;
+                let properties = without_header(&delivery.properties, PARKED_REASON_HEADER);
+                publish_confirmed(&channel, "", &queue, &delivery.data, properties, true).await?;
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(unavailable)?;
+                moved += 1;
+            }
+            Ok::<(), BusError>(())
+        }
+        .await;
+        // Closing returns an unacknowledged message (the one a failure interrupted) to the
+        // parking queue at once.
+        let _ = channel.close(200, "re-drive done".into()).await;
+        let _ = connection.close(200, "re-drive done".into()).await;
+        tracing::info!(%queue, moved, "parked events re-driven");
+        result.map(|()| moved)
     }
 
     /// One consuming session on one connection; returns when the connection breaks or on shutdown.
@@ -401,18 +490,26 @@ async fn publish_confirmed(
     routing_key: &str,
     payload: &[u8],
     properties: BasicProperties,
+    mandatory: bool,
 ) -> Result<(), BusError> {
     let confirm = channel
         .basic_publish(
             exchange.into(),
             routing_key.into(),
-            BasicPublishOptions::default(),
+            BasicPublishOptions {
+                mandatory,
+                ..BasicPublishOptions::default()
+            },
             payload,
             properties,
         )
         .await
         .map_err(unavailable)?;
     match tokio::time::timeout(CONFIRM_TIMEOUT, confirm).await {
+        // A mandatory message that reached no queue is confirmed too, with the message returned.
+        Ok(Ok(lapin::Confirmation::Ack(Some(_)))) => Err(BusError::NotConfirmed(format!(
+            "no queue {routing_key} to take the message"
+        ))),
         Ok(Ok(confirmation)) if confirmation.is_ack() => Ok(()),
         Ok(Ok(_)) => Err(BusError::NotConfirmed(
             "the broker refused the message".into(),
@@ -431,8 +528,12 @@ async fn process(
 ) {
     let envelope = match Envelope::from_json(&delivery.data) {
         Ok(envelope) => envelope,
+        Err(e) if e.is_from_newer_build() => {
+            park(&delivery, queue, &e, retry_channel).await;
+            return;
+        }
         Err(e) => {
-            // Unreadable now means unreadable forever: straight to the dead-letter queue.
+            // Malformed: no build will ever read it, so straight to the dead-letter queue.
             tracing::error!(%queue, error = %e, "undecodable message dead-lettered");
             metrics::counter!("events_dead_lettered_total", "queue" => queue.to_owned())
                 .increment(1);
@@ -473,6 +574,7 @@ async fn process(
                         &retry_queue,
                         &delivery.data,
                         properties,
+                        false,
                     )
                     .await
                     {
@@ -507,6 +609,46 @@ async fn process(
     }
 }
 
+/// Sets an event a newer build wrote aside in the queue's parking queue, as it came, and
+/// acknowledges it once the broker holds the copy. Neither retried (this build will never read it)
+/// nor dead-lettered (a newer one will).
+async fn park(delivery: &Delivery, queue: &str, error: &DecodeError, channel: &Channel) {
+    let parked = parked_queue_name(queue);
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        PARKED_REASON_HEADER.into(),
+        AMQPValue::LongString(error.to_string().into()),
+    );
+    let properties = delivery.properties.clone().with_headers(headers);
+    match publish_confirmed(channel, "", &parked, &delivery.data, properties, true).await {
+        Ok(()) => {
+            tracing::warn!(%queue, %parked, error = %error, "event from a newer build parked for re-drive");
+            metrics::counter!("events_parked_total", "queue" => queue.to_owned(), "reason" => error.kind())
+                .increment(1);
+            if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
+                // Redelivered and parked a second time: a duplicate, which handlers tolerate.
+                tracing::warn!(error = %e, "ack of a parked event failed; it will be redelivered");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(%queue, error = %e, "could not park an event; requeueing");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            nack(delivery, true).await;
+        }
+    }
+}
+
+/// `properties` without the header `name`.
+fn without_header(properties: &BasicProperties, name: &str) -> BasicProperties {
+    let mut headers = properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    headers.remove(name);
+    properties.clone().with_headers(headers.into())
+}
+
 async fn nack(delivery: &Delivery, requeue: bool) {
     let options = BasicNackOptions {
         requeue,
@@ -531,6 +673,7 @@ impl EventBus for RabbitBus {
                 event.event_type(),
                 &payload,
                 properties_for(event, 1),
+                false,
             )
             .await;
             let outcome = if result.is_ok() { "ok" } else { "error" };

@@ -1,8 +1,12 @@
-//! The RabbitMQ bus against the real broker: confirmed publish, acked consume, delayed retry and
-//! dead-lettering through the declared topology.
+//! The RabbitMQ bus against the real broker: confirmed publish, acked consume, delayed retry,
+//! dead-lettering, and parking and re-driving events a newer build wrote, through the declared
+//! topology.
 
 use async_trait::async_trait;
-use lapin::options::BasicGetOptions;
+use lapin::options::{
+    BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{isolated_topology, required_env};
@@ -309,4 +313,260 @@ async fn an_event_larger_than_a_frame_arrives_whole() {
     shutdown.cancel();
     task.await.unwrap();
     assert_eq!(*handler.seen.lock().unwrap(), vec![(event.event_id, 1)]);
+}
+
+/// Event types of a newer build, serialised as its producers would: `conversion.succeeded` at
+/// schema version 2 with a field this build lacks, and `job.renamed`, a type this build has never
+/// heard of. Deserialisable too: they are also the newer build's consumer.
+mod newer_build {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Serialize};
+    use uuid::Uuid;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Envelope<P> {
+        pub event_id: Uuid,
+        pub job_id: Uuid,
+        pub version: u16,
+        pub occurred_at: DateTime<Utc>,
+        pub producer: String,
+        pub event_type: String,
+        pub payload: P,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct ConversionSucceededV2 {
+        pub owner_id: String,
+        pub owner_email: String,
+        pub original_filename: String,
+        pub mp3_file_id: String,
+        pub mp3_size_bytes: u64,
+        pub duration_seconds: f64,
+        pub bitrate_kbps: u32,
+        pub passthrough: bool,
+        /// New in version 2.
+        pub loudness_lufs: f64,
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct JobRenamedV1 {
+        pub owner_id: String,
+        pub new_name: String,
+    }
+
+    pub fn envelope<P>(event_type: &str, version: u16, payload: P) -> Envelope<P> {
+        Envelope {
+            event_id: Uuid::now_v7(),
+            job_id: Uuid::now_v7(),
+            version,
+            occurred_at: Utc::now(),
+            producer: "converter-next".into(),
+            event_type: event_type.into(),
+            payload,
+        }
+    }
+}
+
+/// Messages waiting in `queue`, without taking them.
+async fn depth(channel: &lapin::Channel, queue: &str) -> u32 {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap()
+        .message_count()
+}
+
+fn header(delivery: &lapin::message::Delivery, name: &str) -> Option<String> {
+    match delivery.properties.headers().as_ref()?.inner().get(name)? {
+        AMQPValue::LongString(value) => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn events_from_a_newer_build_are_parked_then_redriven_and_nothing_is_lost() {
+    use newer_build::{ConversionSucceededV2, JobRenamedV1, envelope};
+    let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
+    // Every routing key, as the gateway binds: an event type this build does not know arrives too.
+    let subscription =
+        Subscription::new("svc", &["#"]).with_retry_delays(vec![Duration::from_millis(200)]);
+    declare(&bus, &subscription).await;
+    let queue = bus.topology().queue("svc");
+    let parked = platform::rabbit::parked_queue_name(&queue);
+
+    // A rolling deploy: the newer build's producers publish beside this build's.
+    let before = progress_event();
+    bus.publish(&before).await.unwrap();
+    let succeeded = envelope(
+        "conversion.succeeded",
+        2,
+        ConversionSucceededV2 {
+            owner_id: "owner".into(),
+            owner_email: "owner@example.com".into(),
+            original_filename: "talk.mp4".into(),
+            mp3_file_id: "0123456789abcdef01234567".into(),
+            mp3_size_bytes: 1234,
+            duration_seconds: 1.5,
+            bitrate_kbps: 128,
+            passthrough: false,
+            loudness_lufs: -16.0,
+        },
+    );
+    let renamed = envelope(
+        "job.renamed",
+        1,
+        JobRenamedV1 {
+            owner_id: "owner".into(),
+            new_name: "keynote.mp3".into(),
+        },
+    );
+    let newer = [
+        (
+            "conversion.succeeded",
+            serde_json::to_vec(&succeeded).unwrap(),
+        ),
+        ("job.renamed", serde_json::to_vec(&renamed).unwrap()),
+    ];
+    let connection = bus.open_connection().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (event_type, body) in &newer {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "traceparent".into(),
+            AMQPValue::LongString("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        );
+        let confirm = channel
+            .basic_publish(
+                bus.topology().events_exchange.as_str().into(),
+                (*event_type).into(),
+                Default::default(),
+                body,
+                lapin::BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await
+            .unwrap();
+        assert!(confirm.await.unwrap().is_ack());
+    }
+    let after = progress_event();
+    bus.publish(&after).await.unwrap();
+
+    // This build's consumer handles its own events and parks the newer build's.
+    let handler = Arc::new(Recorder {
+        failures: 0,
+        seen: Mutex::default(),
+        exhausted: Mutex::default(),
+    });
+    let (shutdown, task) = start(&bus, subscription.clone(), handler.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while handler.seen.lock().unwrap().len() < 2 || depth(&channel, &parked).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for the consumer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        *handler.seen.lock().unwrap(),
+        vec![(before.event_id, 1), (after.event_id, 1)],
+        "the consumer went on past the events it could not read, and never saw them"
+    );
+    assert_eq!(depth(&channel, &parked).await, 2);
+    assert_eq!(
+        depth(&channel, &queue).await,
+        0,
+        "nothing left unacknowledged"
+    );
+    assert_eq!(
+        depth(&channel, &bus.topology().dead_letter_queue).await,
+        0,
+        "nothing dead-lettered"
+    );
+    let retry = platform::rabbit::retry_queue_name(&queue, Duration::from_millis(200));
+    assert_eq!(depth(&channel, &retry).await, 0, "nothing retried");
+
+    // A parked message says why; look, and put it back.
+    let peek = channel
+        .basic_get(parked.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("a parked message");
+    let reason = header(&peek.delivery, platform::rabbit::PARKED_REASON_HEADER).unwrap();
+    assert!(reason.contains("newer"), "{reason}");
+    peek.delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..BasicNackOptions::default()
+        })
+        .await
+        .unwrap();
+
+    // Once a build that reads them runs, the operator re-drives them into the service queue.
+    let moved = bus.redrive_parked("svc").await.unwrap();
+    assert_eq!(moved, 2);
+    assert_eq!(depth(&channel, &parked).await, 0);
+    let mut bodies = Vec::new();
+    while let Some(message) = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+    {
+        let delivery = message.delivery;
+        assert_eq!(
+            header(&delivery, platform::rabbit::PARKED_REASON_HEADER),
+            None
+        );
+        assert!(header(&delivery, "traceparent").is_some(), "headers kept");
+        bodies.push(delivery.data.clone());
+        delivery.ack(Default::default()).await.unwrap();
+    }
+    bodies.sort();
+    let mut expected: Vec<Vec<u8>> = newer.iter().map(|(_, body)| body.clone()).collect();
+    expected.sort();
+    assert_eq!(
+        bodies, expected,
+        "every parked event is back, byte for byte"
+    );
+    // ... and the newer build reads what this one could not.
+    for body in &bodies {
+        let raw: serde_json::Value = serde_json::from_slice(body).unwrap();
+        match raw["event_type"].as_str().unwrap() {
+            "conversion.succeeded" => {
+                let event: newer_build::Envelope<ConversionSucceededV2> =
+                    serde_json::from_slice(body).unwrap();
+                assert_eq!(event.event_id, succeeded.event_id);
+                assert_eq!(event.payload.loudness_lufs, -16.0);
+            }
+            "job.renamed" => {
+                let event: newer_build::Envelope<JobRenamedV1> =
+                    serde_json::from_slice(body).unwrap();
+                assert_eq!(event.payload.new_name, "keynote.mp3");
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    connection.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn redriving_into_a_missing_queue_is_refused() {
+    let bus = RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology());
+    let err = bus.redrive_parked("nobody").await.unwrap_err();
+    assert!(err.to_string().contains("nobody"), "{err}");
 }

@@ -27,16 +27,17 @@ pub use relay::{RELAY_LEASE, relay};
 pub use sweeper::{CLAIM_LEASE, Sweeper, describe, expires_at};
 
 use platform::bus::Subscription;
-use proto::JobEvent;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 /// Name of the gateway's durable queue.
 pub const QUEUE: &str = "gateway";
 
-/// The gateway's subscription: every job event.
+/// The gateway's subscription: every job event. Bound to every routing key rather than to this
+/// build's list of types, so an event type a newer build adds reaches this queue too (where the
+/// bus parks it for re-drive) instead of being routed nowhere during a rolling deploy.
 pub fn subscription() -> Subscription {
-    Subscription::new(QUEUE, &JobEvent::ALL_TYPES).with_prefetch(16)
+    Subscription::new(QUEUE, &["#"]).with_prefetch(16)
 }
 
 /// Wake-ups for live job streams: the id of each job whose events changed in this process.

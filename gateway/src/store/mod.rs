@@ -6,6 +6,9 @@
 //!   for deployments with several gateway replicas;
 //! - [`local`]: JSON-lines files in one directory, for the all-in-one mode (one process).
 //!
+//! Stored events are read through [`readable_event`], which upcasts older schema versions (as the
+//! bus does) and skips, without failing the job, an event this build cannot read.
+//!
 //! [`memory::MemoryRetentionLedger`] keeps the ledger in memory (tests, and a gateway without a
 //! ledger of its own). The contract every adapter meets is tested once, against each of them
 //! (`gateway/tests/api/store_contract.rs`).
@@ -20,6 +23,7 @@ pub use mongo::{MongoEventStore, MongoOutbox, MongoRetentionLedger};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use proto::events::DecodeError;
 use proto::{Envelope, JobEvent, JobState};
 use std::time::Duration;
 use uuid::Uuid;
@@ -78,6 +82,26 @@ pub trait EventStore: Send + Sync + 'static {
         let events = self.events_of_job(job_id).await?;
         Ok(JobState::fold(job_id, &events))
     }
+}
+
+/// A stored event as the event store's readers take it: decoded and upcast by
+/// [`Envelope::from_json`], or `None` when this build cannot read it, so that one event never
+/// hides a whole job. An event a newer build wrote (a newer version of its type, or a type this
+/// build does not know: a newer replica in a rolling deploy, or a roll-back) is skipped with a
+/// warning; it stays stored and folds again once a build that reads it runs. A malformed one is
+/// skipped with an error. Both count in `stored_events_skipped_total{reason}`.
+pub fn readable_event(id: &str, decoded: Result<Envelope, DecodeError>) -> Option<Envelope> {
+    let error = match decoded {
+        Ok(event) => return Some(event),
+        Err(error) => error,
+    };
+    if error.is_from_newer_build() {
+        tracing::warn!(event_id = id, %error, "skipping a stored event from a newer build");
+    } else {
+        tracing::error!(event_id = id, %error, "skipping an unreadable stored event");
+    }
+    metrics::counter!("stored_events_skipped_total", "reason" => error.kind()).increment(1);
+    None
 }
 
 /// The owner named by an event, for the owner index (progress events name none).

@@ -296,3 +296,100 @@ async fn the_local_ledger_claims_each_due_job_once() {
 async fn the_memory_ledger_claims_each_due_job_once() {
     the_ledger_claims_each_due_job_once(Arc::new(MemoryRetentionLedger::default())).await;
 }
+
+/// `job_id`'s events as a newer build would store them beside this build's: `conversion.succeeded`
+/// at schema version 2 and `job.renamed`, a type this build does not know; and a
+/// `conversion.progress` as stored before per-type versions (the same wire form). As JSON text.
+fn stored_by_other_builds(job_id: Uuid) -> Vec<(&'static str, String)> {
+    let at = Utc::now().to_rfc3339();
+    let envelope = |event_type: &str, version: u16, payload: serde_json::Value| {
+        serde_json::json!({
+            "event_id": Uuid::now_v7(), "job_id": job_id, "version": version,
+            "occurred_at": at, "producer": "converter", "event_type": event_type,
+            "payload": payload,
+        })
+        .to_string()
+    };
+    vec![
+        (
+            "conversion.progress",
+            envelope("conversion.progress", 1, serde_json::json!({"percent": 40})),
+        ),
+        (
+            "conversion.succeeded",
+            envelope(
+                "conversion.succeeded",
+                2,
+                serde_json::json!({"owner_id": "carol", "mp3_file_id": "m", "loudness_lufs": -16.0}),
+            ),
+        ),
+        (
+            "job.renamed",
+            envelope("job.renamed", 1, serde_json::json!({"new_name": "x.mp3"})),
+        ),
+    ]
+}
+
+/// What a job whose stored events include [`stored_by_other_builds`] must fold to: this build's
+/// events and the old one, the newer build's skipped (not an error, not a missing job).
+async fn folds_past_what_it_cannot_read(events: &dyn EventStore, job: &Envelope) {
+    let state = events
+        .job_state(job.job_id)
+        .await
+        .unwrap()
+        .expect("the job");
+    assert_eq!(state.status, JobStatus::Converting);
+    assert_eq!(state.progress, 40, "the old event was read");
+    assert_eq!(events.events_of_job(job.job_id).await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn the_mongo_event_store_folds_past_events_a_newer_build_stored() {
+    let client = mongodb::Client::with_uri_str(required_env("MONGODB_URI"))
+        .await
+        .unwrap();
+    let database = unique_name("newer");
+    let events = MongoEventStore::new(&client, &database);
+    let job = submitted("carol");
+    events.append(&job).await.unwrap();
+    events.append(&started(&job)).await.unwrap();
+    let collection = client
+        .database(&database)
+        .collection::<mongodb::bson::Document>("events");
+    for (event_type, json) in stored_by_other_builds(job.job_id) {
+        collection
+            .insert_one(mongodb::bson::doc! {
+                "_id": Uuid::now_v7().to_string(),
+                "job_id": job.job_id.to_string(),
+                "event_type": event_type,
+                "occurred_at": mongodb::bson::DateTime::now(),
+                "envelope": json,
+            })
+            .await
+            .unwrap();
+    }
+    folds_past_what_it_cannot_read(&events, &job).await;
+}
+
+#[tokio::test]
+async fn the_local_event_store_folds_past_events_a_newer_build_stored_and_keeps_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let job = submitted("carol");
+    {
+        let events = LocalEventStore::open(dir.path()).await.unwrap();
+        events.append(&job).await.unwrap();
+        events.append(&started(&job)).await.unwrap();
+    }
+    let path = dir.path().join("events.jsonl");
+    let mut log = std::fs::read_to_string(&path).unwrap();
+    for (_, json) in stored_by_other_builds(job.job_id) {
+        log.push_str(&json);
+        log.push('\n');
+    }
+    std::fs::write(&path, &log).unwrap();
+    let events = LocalEventStore::open(dir.path()).await.unwrap();
+    folds_past_what_it_cannot_read(&events, &job).await;
+    // Still there for the build that reads them.
+    let kept = std::fs::read_to_string(&path).unwrap();
+    assert!(kept.contains("job.renamed") && kept.contains("loudness_lufs"));
+}

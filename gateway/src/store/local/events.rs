@@ -1,6 +1,6 @@
 //! The event store in `events.jsonl`.
 
-use super::super::{EventStore, JobPage, StoreError, owner_of};
+use super::super::{EventStore, JobPage, StoreError, owner_of, readable_event};
 use super::{EVENTS_FILE, append_line, complete_lines, io_error, open_for_append};
 use async_trait::async_trait;
 use proto::{Envelope, JobEvent};
@@ -65,15 +65,13 @@ impl LocalEventStore {
         let mut index = EventIndex::default();
         let mut unreadable = 0usize;
         for (number, line) in complete_lines(&path).await?.iter().enumerate() {
-            match Envelope::from_json(line) {
-                Ok(event) => {
+            // Skipped lines stay in the file: a later build may read them.
+            let place = format!("{}:{}", path.display(), number + 1);
+            match readable_event(&place, Envelope::from_json(line)) {
+                Some(event) => {
                     index.insert(event);
                 }
-                Err(e) => {
-                    // One unreadable event must not hide every job.
-                    unreadable += 1;
-                    tracing::error!(file = %path.display(), line = number + 1, error = %e, "skipping an unreadable stored event");
-                }
+                None => unreadable += 1,
             }
         }
         tracing::debug!(file = %path.display(), events = index.ids.len(), jobs = index.by_job.len(), unreadable, "event log loaded");

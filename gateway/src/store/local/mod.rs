@@ -306,6 +306,28 @@ mod tests {
         assert_eq!(outbox.pending().await.unwrap(), 0);
     }
 
+    #[tokio::test]
+    async fn an_outbox_entry_a_newer_build_added_is_kept_for_it_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut newer: serde_json::Value =
+            serde_json::from_slice(&submitted("x").to_json()).unwrap();
+        newer["version"] = 2.into();
+        let event_id = newer["event_id"].as_str().unwrap().to_owned();
+        let record = serde_json::json!({"record": "added", "event_id": event_id, "envelope": newer.to_string()});
+        std::fs::write(dir.path().join(OUTBOX_FILE), format!("{record}\n")).unwrap();
+        for _ in 0..2 {
+            let outbox = LocalOutbox::open(dir.path()).await.unwrap();
+            assert_eq!(
+                outbox.pending().await.unwrap(),
+                0,
+                "not for this build to publish"
+            );
+            drop(outbox);
+            let kept = std::fs::read_to_string(dir.path().join(OUTBOX_FILE)).unwrap();
+            assert!(kept.contains(&event_id), "kept through the compaction");
+        }
+    }
+
     fn finished(job_id: Uuid, hours_ago: i64, mp3: Option<&str>) -> FinishedJob {
         FinishedJob {
             job_id,

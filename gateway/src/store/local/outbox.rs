@@ -61,6 +61,9 @@ impl LocalOutbox {
             .map_err(|e| io_error(&dir, e))?;
         let path = dir.join(OUTBOX_FILE);
         let mut pending: Vec<Envelope> = Vec::new();
+        // Entries a newer build added (before a roll-back): not published by this build, but kept
+        // in the file for the build that can read them.
+        let mut unreadable_here: Vec<(Uuid, String)> = Vec::new();
         for (number, line) in complete_lines(&path).await?.iter().enumerate() {
             let record: OutboxRecord = match serde_json::from_slice(line) {
                 Ok(record) => record,
@@ -76,26 +79,39 @@ impl LocalOutbox {
                             pending.push(envelope)
                         }
                         Ok(_) => {}
+                        Err(e) if e.is_from_newer_build() => {
+                            tracing::warn!(%event_id, error = %e, "keeping an outbox entry from a newer build, unpublished");
+                            unreadable_here.push((event_id, envelope));
+                        }
                         Err(e) => {
                             tracing::error!(%event_id, error = %e, "skipping an unreadable outbox entry")
                         }
                     }
                 }
-                OutboxRecord::Published { event_id } => pending.retain(|e| e.event_id != event_id),
+                OutboxRecord::Published { event_id } => {
+                    pending.retain(|e| e.event_id != event_id);
+                    unreadable_here.retain(|(id, _)| *id != event_id);
+                }
             }
         }
         // Compact: what was published is forgotten, so the file only ever holds what is owed.
-        let file = rewrite(
-            &path,
-            pending.iter().map(|envelope| {
-                OutboxRecord::Added {
-                    event_id: envelope.event_id,
-                    envelope: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
-                }
-                .line()
-            }),
-        )
-        .await?;
+        let file =
+            rewrite(
+                &path,
+                pending
+                    .iter()
+                    .map(|envelope| {
+                        OutboxRecord::Added {
+                            event_id: envelope.event_id,
+                            envelope: String::from_utf8(envelope.to_json()).expect("JSON is UTF-8"),
+                        }
+                        .line()
+                    })
+                    .chain(unreadable_here.into_iter().map(|(event_id, envelope)| {
+                        OutboxRecord::Added { event_id, envelope }.line()
+                    })),
+            )
+            .await?;
         if !pending.is_empty() {
             tracing::info!(
                 pending = pending.len(),

@@ -83,14 +83,7 @@ impl EventStore for MongoEventStore {
             .await?
             .try_collect()
             .await?;
-        let mut events = Vec::with_capacity(documents.len());
-        for document in &documents {
-            match super::envelope_of(document) {
-                Ok(event) => events.push(event),
-                // One unreadable event must not hide the whole job.
-                Err(e) => tracing::error!(error = %e, "skipping an unreadable stored event"),
-            }
-        }
+        let mut events: Vec<Envelope> = documents.iter().filter_map(super::stored_event).collect();
         events.sort_by_key(|e| (e.occurred_at, e.event_id));
         Ok(events)
     }

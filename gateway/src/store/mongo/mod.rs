@@ -13,18 +13,28 @@ use super::StoreError;
 use mongodb::bson::Document;
 use mongodb::error::{ErrorKind, WriteFailure};
 use proto::Envelope;
+use proto::events::DecodeError;
 use uuid::Uuid;
 
 /// The envelope kept as JSON text in a document's `envelope` field (events and outbox entries).
 fn envelope_of(document: &Document) -> Result<Envelope, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
+    decode(document).map_err(|e| StoreError::Corrupt {
         id: document.get_str("_id").unwrap_or("?").to_owned(),
-        reason,
-    };
+        reason: e.to_string(),
+    })
+}
+
+/// A stored event for folding: `None` when this build cannot read it (see
+/// [`super::readable_event`]).
+fn stored_event(document: &Document) -> Option<Envelope> {
+    super::readable_event(document.get_str("_id").unwrap_or("?"), decode(document))
+}
+
+fn decode(document: &Document) -> Result<Envelope, DecodeError> {
     let json = document
         .get_str("envelope")
-        .map_err(|e| corrupt(e.to_string()))?;
-    Envelope::from_json(json.as_bytes()).map_err(|e| corrupt(e.to_string()))
+        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    Envelope::from_json(json.as_bytes())
 }
 
 /// The distinct job ids of documents projected to `job_id`, in the order found.
