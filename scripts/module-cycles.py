@@ -8,7 +8,7 @@ siblings) and fails when two modules of one crate import each other, directly or
 import os, pathlib, re, sys
 
 ROOT = pathlib.Path(os.environ.get("MODULE_ROOT") or pathlib.Path(__file__).resolve().parent.parent)
-CRATES = ["api", "proto", "platform", "auth", "gateway", "converter", "notification", "cli", "allinone"]
+CRATES = ["api", "contracts", "platform", "auth", "gateway", "converter", "notification", "cli", "allinone"]
 USE = re.compile(r"\b(crate|super)::([a-z_][a-z0-9_]*)")
 
 

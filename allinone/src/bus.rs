@@ -7,9 +7,9 @@
 //! so a second publish of an id adds nothing and is dropped here.
 
 use async_trait::async_trait;
+use contracts::Envelope;
 use platform::bus::{BusError, EventBus, EventHandler, Subscription};
 use platform::local_bus::InProcessBus;
-use proto::Envelope;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -61,9 +61,9 @@ impl EventBus for PublishOnce {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use contracts::JobEvent;
+    use contracts::events::ConversionStarted;
     use platform::bus::{Delivered, Outcome};
-    use proto::JobEvent;
-    use proto::events::ConversionStarted;
     use std::time::Duration;
 
     struct Count(Mutex<Vec<Uuid>>);

@@ -7,9 +7,9 @@
 //! job it had already converted instead of converting it again, and the sent log mails each
 //! outcome once.
 
+use contracts::{Envelope, JobEvent, JobState, JobStatus};
 use gateway::store::{EventStore, StoreError};
 use platform::bus::EventBus;
-use proto::{Envelope, JobEvent, JobState, JobStatus};
 
 /// What the replay published.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,7 +68,7 @@ pub async fn resume_unfinished(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::events::{
+    use contracts::events::{
         ConversionFailed, ConversionStarted, ConversionSucceeded, FailureKind, JobDeleted,
         JobSubmitted, NotificationSent,
     };

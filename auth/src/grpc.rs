@@ -5,7 +5,7 @@ use crate::error::AuthError;
 use crate::keys::ALGORITHM;
 use crate::telemetry;
 use crate::token_issuer::TokenService;
-use proto::auth::v1::{
+use contracts::auth::v1::{
     Claims, GetVerificationKeysRequest, LoginRequest, LoginResponse, RegisterRequest,
     RegisterResponse, ValidateTokenRequest, VerificationKey, VerificationKeys, auth_server::Auth,
 };

@@ -12,7 +12,7 @@ use crate::store::{Store, UserStore};
 use crate::telemetry::GrpcTelemetryLayer;
 use crate::token_issuer::TokenService;
 use anyhow::Context;
-use proto::auth::v1::auth_server::AuthServer;
+use contracts::auth::v1::auth_server::AuthServer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,7 +131,7 @@ impl Application {
             stop.clone(),
         ));
         let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::auth::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(contracts::auth::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .context("building the reflection service")?;

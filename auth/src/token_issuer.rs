@@ -7,9 +7,9 @@
 use crate::domain::EmailAddress;
 use crate::keys::{ALGORITHM, KeyRing};
 use base64::Engine;
+use contracts::claims::Claims;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Header, Validation};
-use proto::claims::Claims;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,8 +162,8 @@ fn raw_algorithm(token: &str) -> Result<String, TokenError> {
 mod tests {
     use super::*;
     use crate::keys::SigningKey;
+    use contracts::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
     use jsonwebtoken::EncodingKey;
-    use proto::claims::{DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 
     fn service() -> TokenService {
         let keys = Arc::new(KeyRing::single(SigningKey::generate()));

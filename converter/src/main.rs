@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use contracts::Quality;
 use converter::{TranscodeOptions, transcode};
-use proto::Quality;
 
 #[derive(Parser)]
 #[command(version, about = "Converts the audio of videos to MP3")]

@@ -22,15 +22,15 @@ pub use configuration::Settings;
 
 use crate::transcode::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use async_trait::async_trait;
+use contracts::events::{
+    ConversionFailed, ConversionProgress, ConversionStarted, ConversionSucceeded, FailureKind,
+    JobSubmitted,
+};
+use contracts::{Envelope, JobEvent};
 use futures::StreamExt;
 use platform::blob::{BlobError, BlobInfo, BlobStore, Bucket, Metadata};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::health::{Health, probe};
-use proto::events::{
-    ConversionFailed, ConversionProgress, ConversionStarted, ConversionSucceeded, FailureKind,
-    JobSubmitted,
-};
-use proto::{Envelope, JobEvent};
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -12,8 +12,8 @@ use std::fs::File;
 use std::io::Cursor;
 use std::path::PathBuf;
 
+use contracts::Quality;
 use converter::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
-use proto::Quality;
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_MP3;

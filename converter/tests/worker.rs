@@ -3,6 +3,8 @@
 //! converts nothing twice; an unreachable blob store exhausts retries and dead-letters.
 
 use async_trait::async_trait;
+use contracts::events::{FailureKind, JobSubmitted};
+use contracts::{Envelope, JobEvent};
 use converter::worker::{Application, Backends, Settings};
 use futures::TryStreamExt;
 use lapin::options::BasicGetOptions;
@@ -10,8 +12,6 @@ use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{isolated_topology, private_mongodb, required_env};
-use proto::events::{FailureKind, JobSubmitted};
-use proto::{Envelope, JobEvent};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -101,7 +101,7 @@ def test_wrappers_of_wrappers_are_followed(tmp_path: Path) -> None:
 
 
 def test_the_workspace_services_read_their_known_variables(root: Path) -> None:
-    shared = [root / "platform", root / "proto"]
+    shared = [root / "platform", root / "contracts"]
     reads = {s: rust_env.scan([root / s, *shared]).names() for s in ("auth", "gateway", "converter", "notification")}
     for names in reads.values():
         assert {"HTTP_ADDR", "RUST_LOG", "LOG_FORMAT"} <= names

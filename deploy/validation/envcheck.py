@@ -10,7 +10,7 @@ from . import compose, rust_env
 from .k8s import SERVICES, Problems, pod_spec
 
 # Crates linked into every service binary besides its own.
-SHARED_CRATES = ("api", "platform", "proto")
+SHARED_CRATES = ("api", "platform", "contracts")
 
 
 @dataclass

@@ -12,7 +12,7 @@
 use crate::circuit_breaker::{BreakerConfig, CircuitBreaker};
 use async_trait::async_trait;
 use backon::Retryable;
-use proto::auth::v1::{
+use contracts::auth::v1::{
     GetVerificationKeysRequest, LoginRequest, RegisterRequest, auth_client::AuthClient,
 };
 use std::time::{Duration, Instant};
@@ -383,12 +383,12 @@ mod tests {
     }
 
     #[tonic::async_trait]
-    impl proto::auth::v1::auth_server::Auth for Shared {
+    impl contracts::auth::v1::auth_server::Auth for Shared {
         async fn register(
             &self,
             request: tonic::Request<RegisterRequest>,
-        ) -> Result<tonic::Response<proto::auth::v1::RegisterResponse>, tonic::Status> {
-            let response = proto::auth::v1::RegisterResponse {
+        ) -> Result<tonic::Response<contracts::auth::v1::RegisterResponse>, tonic::Status> {
+            let response = contracts::auth::v1::RegisterResponse {
                 user_id: "u1".into(),
                 email: request.get_ref().email.clone(),
             };
@@ -397,8 +397,8 @@ mod tests {
         async fn login(
             &self,
             request: tonic::Request<LoginRequest>,
-        ) -> Result<tonic::Response<proto::auth::v1::LoginResponse>, tonic::Status> {
-            let response = proto::auth::v1::LoginResponse {
+        ) -> Result<tonic::Response<contracts::auth::v1::LoginResponse>, tonic::Status> {
+            let response = contracts::auth::v1::LoginResponse {
                 token: "token".into(),
                 expires_at: 1,
             };
@@ -410,15 +410,15 @@ mod tests {
         }
         async fn validate_token(
             &self,
-            _: tonic::Request<proto::auth::v1::ValidateTokenRequest>,
-        ) -> Result<tonic::Response<proto::auth::v1::Claims>, tonic::Status> {
+            _: tonic::Request<contracts::auth::v1::ValidateTokenRequest>,
+        ) -> Result<tonic::Response<contracts::auth::v1::Claims>, tonic::Status> {
             Err(tonic::Status::unimplemented("not used by the gateway"))
         }
         async fn get_verification_keys(
             &self,
             request: tonic::Request<GetVerificationKeysRequest>,
-        ) -> Result<tonic::Response<proto::auth::v1::VerificationKeys>, tonic::Status> {
-            let response = proto::auth::v1::VerificationKeys {
+        ) -> Result<tonic::Response<contracts::auth::v1::VerificationKeys>, tonic::Status> {
+            let response = contracts::auth::v1::VerificationKeys {
                 keys: vec![],
                 issuer: "auth".into(),
                 audience: "gateway".into(),
@@ -431,7 +431,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let auth = Shared(Default::default());
-        let service = proto::auth::v1::auth_server::AuthServer::new(auth.clone());
+        let service = contracts::auth::v1::auth_server::AuthServer::new(auth.clone());
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)

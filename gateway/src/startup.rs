@@ -9,7 +9,7 @@ use crate::pipeline::{
 };
 use crate::rate_limit::RateLimits;
 use crate::routes::{self, AppState};
-use crate::store::Outbox;
+use crate::store::{Outbox, StoreError};
 use crate::token_verifier::TokenVerifier;
 use anyhow::Context;
 use axum::Router;
@@ -214,10 +214,11 @@ impl Application {
 
         let indexes = {
             let shutdown = internal.clone();
-            let (store, outbox, ledger) = (
+            let (store, outbox, ledger, blobs) = (
                 self.backends.events.clone(),
                 self.backends.outbox.clone(),
                 self.backends.ledger.clone(),
+                self.backends.blobs.clone(),
             );
             async move {
                 platform::retry::until_ready(
@@ -226,7 +227,11 @@ impl Application {
                     || async {
                         store.prepare().await?;
                         outbox.prepare().await?;
-                        ledger.prepare().await
+                        ledger.prepare().await?;
+                        blobs
+                            .prepare()
+                            .await
+                            .map_err(|e| StoreError::Unavailable(e.to_string()))
                     },
                 )
                 .await;

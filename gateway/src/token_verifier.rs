@@ -15,9 +15,9 @@
 //! by [`LEEWAY_SECONDS`] (auth allows the same).
 
 use crate::auth_client::{Accounts, AccountsError, VerificationKeys};
+use contracts::claims::Claims;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use proto::claims::Claims;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -244,8 +244,8 @@ fn key_set(fetched: VerificationKeys, generation: u64) -> KeySet {
     };
     KeySet {
         keys,
-        issuer: or_default(fetched.issuer, proto::claims::DEFAULT_ISSUER),
-        audience: or_default(fetched.audience, proto::claims::DEFAULT_AUDIENCE),
+        issuer: or_default(fetched.issuer, contracts::claims::DEFAULT_ISSUER),
+        audience: or_default(fetched.audience, contracts::claims::DEFAULT_AUDIENCE),
         fetched_at: Instant::now(),
         generation,
     }
@@ -352,8 +352,8 @@ mod tests {
             }
             Ok(VerificationKeys {
                 keys: self.published.lock().unwrap().clone(),
-                issuer: proto::claims::DEFAULT_ISSUER.into(),
-                audience: proto::claims::DEFAULT_AUDIENCE.into(),
+                issuer: contracts::claims::DEFAULT_ISSUER.into(),
+                audience: contracts::claims::DEFAULT_AUDIENCE.into(),
             })
         }
     }
@@ -375,8 +375,8 @@ mod tests {
             email: "a@example.com".into(),
             iat: now,
             exp: now + exp_offset,
-            iss: proto::claims::DEFAULT_ISSUER.into(),
-            aud: proto::claims::DEFAULT_AUDIENCE.into(),
+            iss: contracts::claims::DEFAULT_ISSUER.into(),
+            aud: contracts::claims::DEFAULT_AUDIENCE.into(),
             jti: "t1".into(),
         }
     }

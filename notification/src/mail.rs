@@ -5,11 +5,11 @@
 //! id, so a resend after a crash is recognisably the same message to the receiving side.
 
 use crate::configuration::PublicBaseUrl;
+use contracts::events::{ConversionFailed, ConversionSucceeded, FailureKind, JobEvent};
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::{Address, address::AddressError};
-use proto::events::{ConversionFailed, ConversionSucceeded, FailureKind, JobEvent};
 use uuid::Uuid;
 
 /// The container and codec families the converter reads, for the "what can I do" advice.
@@ -486,7 +486,7 @@ mod tests {
         assert!(Outcome::Succeeded(&event).recipient().is_ok());
         event.owner_email = "not an address".into();
         assert!(Outcome::Succeeded(&event).recipient().is_err());
-        let other = JobEvent::JobDeleted(proto::events::JobDeleted {
+        let other = JobEvent::JobDeleted(contracts::events::JobDeleted {
             owner_id: "1".into(),
         });
         assert!(Outcome::of(&other).is_none());

@@ -10,9 +10,9 @@ use crate::mailer::{Mailer, SendError};
 use crate::sent_log::{Claim, ClaimResult, Delivery, SentLog};
 use async_trait::async_trait;
 use backon::Retryable;
+use contracts::Envelope;
+use contracts::events::{JobEvent, NotificationFailed, NotificationSent};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome};
-use proto::Envelope;
-use proto::events::{JobEvent, NotificationFailed, NotificationSent};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -86,23 +86,25 @@ impl Notifier {
     }
 
     async fn send(&self, envelope: &Envelope, outcome: mail::Outcome<'_>, claim: Claim) -> Outcome {
+        // The reasons recorded in events are shown to the job's owner: our own words only; the
+        // library's and the mail server's text goes to the log.
         let message = outcome
             .recipient()
             .map_err(|e| {
-                format!(
-                    "the owner's address {:?} is invalid: {e}",
-                    outcome.owner_email()
-                )
+                tracing::warn!(error = %e, "not mailing: the owner's address is invalid");
+                "the owner's address is invalid".to_owned()
             })
             .and_then(|recipient| {
                 self.composer
                     .message(envelope.event_id, envelope.job_id, recipient, outcome)
-                    .map_err(|e| format!("the mail could not be composed: {e}"))
+                    .map_err(|e| {
+                        tracing::warn!(error = %e, "not mailing: the mail could not be composed");
+                        "the mail could not be composed".to_owned()
+                    })
             });
         let message = match message {
             Ok(message) => message,
             Err(reason) => {
-                tracing::warn!(%reason, "not mailing: the event cannot be mailed as it is");
                 return self
                     .settle(envelope, outcome, &claim, Delivery::Failed { reason })
                     .await;
@@ -117,7 +119,7 @@ impl Notifier {
             Err(SendError::Permanent(detail)) => {
                 tracing::warn!(%detail, "the mail server refused the mail for good");
                 metrics::counter!("emails_total", "outcome" => "failed").increment(1);
-                let reason = format!("the mail server refused the mail: {detail}");
+                let reason = format!("the mail server refused the mail{}", smtp_code(&detail));
                 self.settle(envelope, outcome, &claim, Delivery::Failed { reason })
                     .await
             }
@@ -221,7 +223,12 @@ impl EventHandler for Notifier {
             return;
         };
         let span = tracing::info_span!("give_up", job_id = %envelope.job_id, event_id = %envelope.event_id);
-        let reason = format!("gave up after {} attempts: {last_error}", delivery.attempt);
+        tracing::warn!(error = %last_error, attempts = delivery.attempt, "giving up on the mail");
+        let reason = format!(
+            "gave up after {} attempts: the mail server was unavailable{}",
+            delivery.attempt,
+            smtp_code(last_error)
+        );
         let failed = Delivery::Failed { reason };
         let result = async {
             match self
@@ -249,10 +256,37 @@ impl EventHandler for Notifier {
     }
 }
 
+/// ` (SMTP 550)` for a detail that names the server's reply code, else nothing: the code says
+/// what happened without repeating the server's own text.
+fn smtp_code(detail: &str) -> String {
+    let bytes = detail.as_bytes();
+    (0..bytes.len().saturating_sub(2))
+        .find(|&i| {
+            matches!(bytes[i], b'4' | b'5')
+                && bytes[i + 1].is_ascii_digit()
+                && bytes[i + 2].is_ascii_digit()
+                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+                && bytes.get(i + 3).is_none_or(|b| !b.is_ascii_alphanumeric())
+        })
+        .map(|i| format!(" (SMTP {})", &detail[i..i + 3]))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::events::ConversionSucceeded;
+
+    #[test]
+    fn public_reasons_keep_the_reply_code_and_drop_the_server_text() {
+        assert_eq!(
+            smtp_code("permanent error (550): 5.1.1 mailbox unavailable at mx.internal"),
+            " (SMTP 550)"
+        );
+        assert_eq!(smtp_code("451 4.3.0 try again later"), " (SMTP 451)");
+        assert_eq!(smtp_code("connection refused"), "");
+        assert_eq!(smtp_code("port 45123 closed"), "");
+    }
+    use contracts::events::ConversionSucceeded;
     use uuid::Uuid;
 
     #[test]

@@ -110,6 +110,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Readiness: `Ok` when the store answers.
     async fn check(&self) -> Result<(), BlobError>;
+
+    /// Readies the store once it answers (GridFS: the index behind [`BlobStore::find_by_metadata`]
+    /// on `job_id`); idempotent, retried at start-up until it succeeds.
+    async fn prepare(&self) -> Result<(), BlobError> {
+        Ok(())
+    }
 }
 
 /// Parses a hex ObjectId, refusing anything else.
@@ -229,6 +235,18 @@ impl BlobUpload for GridFsUpload {
 
 #[async_trait]
 impl BlobStore for GridFsStore {
+    async fn prepare(&self) -> Result<(), BlobError> {
+        // Every lookup by job (the MP3 of a job, the files of a deleted one) filters on
+        // `metadata.job_id` and takes the newest: one index serves both.
+        let by_job = mongodb::IndexModel::builder()
+            .keys(doc! {"metadata.job_id": 1, "uploadDate": -1})
+            .build();
+        for bucket in [Bucket::Videos, Bucket::Mp3s] {
+            self.files(bucket).create_index(by_job.clone()).await?;
+        }
+        Ok(())
+    }
+
     async fn create(
         &self,
         bucket: Bucket,

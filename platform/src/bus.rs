@@ -6,7 +6,7 @@
 //! (redelivery after a crash or a broker reconnect, or a re-drive of parked events).
 
 use async_trait::async_trait;
-use proto::Envelope;
+use contracts::Envelope;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

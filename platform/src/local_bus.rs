@@ -11,7 +11,7 @@
 
 use crate::bus::{BusError, Delivered, EventBus, EventHandler, Outcome, Subscription};
 use async_trait::async_trait;
-use proto::Envelope;
+use contracts::Envelope;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -200,7 +200,7 @@ impl EventBus for InProcessBus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proto::events::{ConversionProgress, JobEvent};
+    use contracts::events::{ConversionProgress, JobEvent};
     use std::time::Duration;
 
     #[test]

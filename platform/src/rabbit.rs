@@ -17,6 +17,8 @@
 use crate::bus::{BusError, Delivered, EventBus, EventHandler, Outcome, Subscription};
 use async_trait::async_trait;
 use backon::BackoffBuilder;
+use contracts::Envelope;
+use contracts::events::DecodeError;
 use futures::StreamExt;
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind,
@@ -28,8 +30,6 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable, ShortString},
 };
-use proto::Envelope;
-use proto::events::DecodeError;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;

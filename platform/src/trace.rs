@@ -78,7 +78,7 @@ impl TraceContext {
 }
 
 /// A span for handling one event, carrying its job id and trace id into every log line inside.
-pub fn event_span(envelope: &proto::Envelope, queue: &str) -> tracing::Span {
+pub fn event_span(envelope: &contracts::Envelope, queue: &str) -> tracing::Span {
     let trace = TraceContext::continue_or_start(envelope.traceparent.as_deref());
     tracing::info_span!(
         "event",

@@ -130,3 +130,28 @@ async fn bad_and_unknown_ids_are_told_apart() {
     ));
     store.check().await.expect("MongoDB answers ping");
 }
+
+#[tokio::test]
+async fn prepare_indexes_the_job_id_lookups_of_both_buckets() {
+    let store = store().await;
+    store.prepare().await.expect("indexes are created");
+    store
+        .prepare()
+        .await
+        .expect("and creating them again is a no-op");
+    for bucket in [Bucket::Videos, Bucket::Mp3s] {
+        let names = store
+            .client()
+            .database(bucket.database())
+            .collection::<mongodb::bson::Document>("fs.files")
+            .list_index_names()
+            .await
+            .unwrap();
+        assert!(
+            names
+                .iter()
+                .any(|name| name.starts_with("metadata.job_id_1")),
+            "{bucket:?}: {names:?}"
+        );
+    }
+}

@@ -3,6 +3,8 @@
 //! topology.
 
 use async_trait::async_trait;
+use contracts::Envelope;
+use contracts::events::{ConversionProgress, JobEvent};
 use lapin::options::{
     BasicGetOptions, BasicNackOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
@@ -10,8 +12,6 @@ use lapin::types::{AMQPValue, FieldTable};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{isolated_topology, required_env};
-use proto::Envelope;
-use proto::events::{ConversionProgress, JobEvent};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -289,11 +289,11 @@ async fn an_event_larger_than_a_frame_arrives_whole() {
     let event = Envelope::new(
         Uuid::now_v7(),
         "test",
-        JobEvent::ConversionFailed(proto::events::ConversionFailed {
+        JobEvent::ConversionFailed(contracts::events::ConversionFailed {
             owner_id: "owner".into(),
             owner_email: "owner@example.com".into(),
             original_filename: "video.mp4".into(),
-            kind: proto::events::FailureKind::Unconvertible,
+            kind: contracts::events::FailureKind::Unconvertible,
             reason,
         }),
     );

@@ -1,11 +1,11 @@
 //! Starting the service for a test, on MySQL/MariaDB or on SQLite, and calling it.
 
 use auth::{Application, Settings};
-use jsonwebtoken::EncodingKey;
-use proto::auth::v1::auth_client::AuthClient;
-use proto::auth::v1::{
+use contracts::auth::v1::auth_client::AuthClient;
+use contracts::auth::v1::{
     Claims, LoginRequest, LoginResponse, RegisterRequest, RegisterResponse, ValidateTokenRequest,
 };
+use jsonwebtoken::EncodingKey;
 use sqlx::mysql::MySqlPool;
 use sqlx::sqlite::SqlitePool;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 use crate::helpers::{Backend, PASSWORD, on_both_backends, spawn_app_on, start, unique_email};
 use auth::keys::SigningKey;
 use auth::{Application, Settings};
-use proto::auth::v1::GetVerificationKeysRequest;
+use contracts::auth::v1::GetVerificationKeysRequest;
 use secrecy::ExposeSecret;
 
 async fn kids(app: &crate::helpers::TestApp) -> Vec<String> {

@@ -37,8 +37,8 @@ async fn register_login_and_validate_round_trip(backend: Backend) {
     assert_eq!(claims.email, "alice@example.com");
     assert_eq!(claims.exp, login.expires_at);
     assert_eq!(claims.exp - claims.iat, 86_400);
-    assert_eq!(claims.iss, proto::claims::DEFAULT_ISSUER);
-    assert_eq!(claims.aud, proto::claims::DEFAULT_AUDIENCE);
+    assert_eq!(claims.iss, contracts::claims::DEFAULT_ISSUER);
+    assert_eq!(claims.aud, contracts::claims::DEFAULT_AUDIENCE);
     assert!(uuid::Uuid::parse_str(&claims.jti).is_ok());
 
     // Emails are matched case-insensitively at login too.

@@ -2,8 +2,8 @@
 //! calls, logins and registrations on `/metrics`.
 
 use crate::helpers::{PASSWORD, TestApp, expect_code, spawn_app, unique_email};
+use contracts::auth::v1::{LoginRequest, RegisterRequest};
 use platform::trace::TraceContext;
-use proto::auth::v1::{LoginRequest, RegisterRequest};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tonic::Code;

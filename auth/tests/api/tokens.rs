@@ -3,9 +3,9 @@
 use crate::helpers::{Backend, TestApp, expect_code, on_both_backends, spawn_app, unique_email};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use contracts::auth::v1::GetVerificationKeysRequest;
+use contracts::claims::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use proto::auth::v1::GetVerificationKeysRequest;
-use proto::claims::{Claims, DEFAULT_AUDIENCE, DEFAULT_ISSUER};
 use tonic::Code;
 
 /// Claims as auth would issue them, for `sub`, valid for an hour from now.

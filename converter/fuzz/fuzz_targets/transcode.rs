@@ -10,7 +10,7 @@
 
 use converter::{TranscodeOptions, transcode};
 use libfuzzer_sys::fuzz_target;
-use proto::events::Quality;
+use contracts::events::Quality;
 use std::io::{Cursor, Seek, SeekFrom, Write};
 
 fuzz_target!(|data: &[u8]| {

@@ -5,10 +5,10 @@ use std::borrow::Cow;
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::sync::mpsc::Receiver;
 
+use contracts::Quality;
 use mp3lame_encoder::{
     Bitrate, Builder, DualPcm, Encoder, FlushGap, MonoPcm, VbrMode, max_required_buffer_size,
 };
-use proto::Quality;
 
 use super::decode::{PcmBlock, PcmFormat};
 use super::error::TranscodeError;

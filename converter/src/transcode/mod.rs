@@ -22,7 +22,7 @@ use std::io::{Seek, Write};
 use std::sync::mpsc;
 use std::thread;
 
-use proto::Quality;
+use contracts::Quality;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_MP3;
 
 pub use error::TranscodeError;

@@ -15,8 +15,8 @@
 
 use super::{DeleteReason, FileJanitor};
 use crate::store::{EventStore, FinishedJob, RetentionLedger};
+use contracts::{Envelope, JobEvent, JobState, JobStatus};
 use platform::blob::BlobError;
-use proto::{Envelope, JobEvent, JobState, JobStatus};
 use std::sync::Arc;
 
 /// What happens to a job's files when its outcome is stored (see the module doc).

@@ -3,8 +3,8 @@
 use super::JobUpdates;
 use crate::observability;
 use crate::store::{EventStore, Outbox, StoreError};
+use contracts::Envelope;
 use platform::bus::EventBus;
-use proto::Envelope;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;

@@ -3,9 +3,9 @@
 use super::{DeleteReason, EventPublisher, FileJanitor};
 use crate::store::{EventStore, ExpiryClaim, RetentionLedger};
 use chrono::{DateTime, Utc};
+use contracts::events::JobExpired;
+use contracts::{Envelope, JobEvent, JobState, JobStatus};
 use platform::trace::TraceContext;
-use proto::events::JobExpired;
-use proto::{Envelope, JobEvent, JobState, JobStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

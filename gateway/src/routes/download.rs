@@ -13,9 +13,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use contracts::{JobState, JobStatus};
 use futures::TryStreamExt;
 use platform::blob::{BlobError, BlobInfo, Bucket, parse_id};
-use proto::{JobState, JobStatus};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]

@@ -23,8 +23,8 @@ pub use mongo::{MongoEventStore, MongoOutbox, MongoRetentionLedger};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use proto::events::DecodeError;
-use proto::{Envelope, JobEvent, JobState};
+use contracts::events::DecodeError;
+use contracts::{Envelope, JobEvent, JobState};
 use std::time::Duration;
 use uuid::Uuid;
 

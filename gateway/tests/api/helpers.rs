@@ -1,6 +1,8 @@
 //! The test harness: a real auth service (fresh MySQL database), a real RabbitMQ (isolated
 //! topology), a real MongoDB-wire server, and the gateway on port 0, all in this process.
 
+use contracts::events::{ConversionProgress, ConversionStarted, ConversionSucceeded};
+use contracts::{Envelope, JobEvent};
 use futures::StreamExt;
 use gateway::configuration::Settings;
 use gateway::store::{MongoOutbox, Outbox};
@@ -9,8 +11,6 @@ use platform::blob::{BlobStore, Bucket, GridFsStore, Metadata};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::RabbitBus;
 use platform::testing::{fresh_mysql_database, isolated_topology, required_env};
-use proto::events::{ConversionProgress, ConversionStarted, ConversionSucceeded};
-use proto::{Envelope, JobEvent};
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::sync::{Arc, Mutex, Once};

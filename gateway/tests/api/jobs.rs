@@ -1,6 +1,6 @@
 use crate::helpers::{assert_error, read_sse, spawn_app};
+use contracts::events::{ConversionFailed, FailureKind, JobEvent};
 use platform::blob::{BlobStore, Bucket};
-use proto::events::{ConversionFailed, FailureKind, JobEvent};
 use serde_json::Value;
 use std::time::Duration;
 use uuid::Uuid;
@@ -70,10 +70,10 @@ async fn duplicated_and_late_events_do_not_corrupt_the_state() {
     app.convert(&user, job_id, "a.mp4").await;
     app.wait_for_status(&user, job_id, "succeeded").await;
     // A redelivered progress event (same event id twice) and a late one.
-    let late = proto::Envelope::new(
+    let late = contracts::Envelope::new(
         id,
         "converter",
-        JobEvent::ConversionProgress(proto::events::ConversionProgress { percent: 10 }),
+        JobEvent::ConversionProgress(contracts::events::ConversionProgress { percent: 10 }),
     );
     platform::bus::EventBus::publish(app.bus.as_ref(), &late)
         .await

@@ -4,6 +4,8 @@
 
 use crate::helpers::{Options, TestApp, User, assert_error, mp3ish_bytes, spawn_app_with};
 use chrono::{DateTime, Utc};
+use contracts::events::{ConversionStarted, ConversionSucceeded, JobSubmitted};
+use contracts::{Envelope, JobEvent};
 use gateway::pipeline::{EventPublisher, FileJanitor, JobUpdates, Sweeper};
 use gateway::store::{
     EventStore, FinishedJob, MongoEventStore, MongoOutbox, MongoRetentionLedger, RetentionLedger,
@@ -12,8 +14,6 @@ use platform::blob::{BlobStore, Bucket, Metadata};
 use platform::bus::EventBus;
 use platform::rabbit::RabbitBus;
 use platform::testing::{isolated_topology, required_env, unique_name};
-use proto::events::{ConversionStarted, ConversionSucceeded, JobSubmitted};
-use proto::{Envelope, JobEvent};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,14 +4,14 @@
 //! cannot drift apart.
 
 use chrono::Utc;
+use contracts::events::{ConversionStarted, JobDeleted, JobSubmitted};
+use contracts::{Envelope, JobEvent, JobStatus};
 use gateway::store::{
     EventStore, FinishedJob, JobPage, LocalEventStore, LocalOutbox, LocalRetentionLedger,
     MemoryRetentionLedger, MongoEventStore, MongoOutbox, MongoRetentionLedger, Outbox,
     RetentionLedger,
 };
 use platform::testing::{required_env, unique_name};
-use proto::events::{ConversionStarted, JobDeleted, JobSubmitted};
-use proto::{Envelope, JobEvent, JobStatus};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;

@@ -1,7 +1,7 @@
 use crate::helpers::{Options, assert_error, spawn_app, spawn_app_with};
+use contracts::Quality;
+use contracts::events::JobEvent;
 use platform::blob::{BlobStore, Bucket};
-use proto::Quality;
-use proto::events::JobEvent;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use async_trait::async_trait;
+use contracts::Envelope;
+use contracts::events::{ConversionFailed, ConversionSucceeded, FailureKind, JobEvent};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use notification::startup::subscription;
@@ -11,8 +13,6 @@ use notification::{Application, Backends, Settings};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::rabbit::{RabbitBus, Topology};
 use platform::testing::{isolated_topology, required_env, unique_name};
-use proto::Envelope;
-use proto::events::{ConversionFailed, ConversionSucceeded, FailureKind, JobEvent};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;

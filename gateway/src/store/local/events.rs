@@ -3,7 +3,7 @@
 use super::super::{EventStore, JobPage, StoreError, owner_of, readable_event};
 use super::{EVENTS_FILE, append_line, complete_lines, io_error, open_for_append};
 use async_trait::async_trait;
-use proto::{Envelope, JobEvent};
+use contracts::{Envelope, JobEvent};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::RwLock;

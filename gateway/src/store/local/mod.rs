@@ -128,8 +128,8 @@ mod tests {
     use super::*;
     use crate::store::{EventStore, FinishedJob, JobPage, Outbox, RetentionLedger};
     use chrono::Utc;
-    use proto::events::{ConversionProgress, ConversionStarted, JobSubmitted};
-    use proto::{Envelope, JobEvent};
+    use contracts::events::{ConversionProgress, ConversionStarted, JobSubmitted};
+    use contracts::{Envelope, JobEvent};
     use std::time::Duration;
     use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 use super::super::{Outbox, StoreError};
 use super::{OUTBOX_FILE, append_line, complete_lines, io_error, rewrite};
 use async_trait::async_trait;
-use proto::Envelope;
+use contracts::Envelope;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashSet, VecDeque};
 use std::path::PathBuf;

@@ -1,15 +1,15 @@
 //! The event store in MongoDB: collection `events`, one document per event with `_id` = event id,
 //! so appending twice is a no-op and neither duplicated nor out-of-order deliveries can corrupt a
-//! job (the fold in [`proto::job`] is order-insensitive).
+//! job (the fold in [`contracts::job`] is order-insensitive).
 
 use super::is_duplicate_key;
 use crate::store::{EventStore, JobPage, StoreError, owner_of};
 use async_trait::async_trait;
+use contracts::Envelope;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Collection, IndexModel};
-use proto::Envelope;
 use uuid::Uuid;
 
 #[derive(Clone)]

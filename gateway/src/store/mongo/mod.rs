@@ -10,10 +10,10 @@ pub use outbox::MongoOutbox;
 pub use retention::MongoRetentionLedger;
 
 use super::StoreError;
+use contracts::Envelope;
+use contracts::events::DecodeError;
 use mongodb::bson::Document;
 use mongodb::error::{ErrorKind, WriteFailure};
-use proto::Envelope;
-use proto::events::DecodeError;
 use uuid::Uuid;
 
 /// The envelope kept as JSON text in a document's `envelope` field (events and outbox entries).

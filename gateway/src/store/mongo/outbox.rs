@@ -5,10 +5,10 @@ use super::is_duplicate_key;
 use crate::store::{Outbox, StoreError};
 use async_trait::async_trait;
 use chrono::Utc;
+use contracts::Envelope;
 use mongodb::bson::{self, Document, doc};
 use mongodb::options::{IndexOptions, ReturnDocument};
 use mongodb::{Collection, IndexModel};
-use proto::Envelope;
 use std::time::Duration;
 use uuid::Uuid;
 
