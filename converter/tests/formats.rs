@@ -10,7 +10,7 @@
 
 use std::fs::File;
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use converter::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use proto::Quality;
@@ -39,7 +39,14 @@ fn convert(
     name: &str,
     options: &TranscodeOptions,
 ) -> Result<(TranscodeReport, Vec<u8>), TranscodeError> {
-    let input = File::open(fixture(name)).expect("open fixture");
+    convert_file(&fixture(name), options)
+}
+
+fn convert_file(
+    path: &Path,
+    options: &TranscodeOptions,
+) -> Result<(TranscodeReport, Vec<u8>), TranscodeError> {
+    let input = File::open(path).expect("open input");
     let mut output = tempfile::tempfile().expect("temp file");
     let report = transcode(input, &mut output, options, &mut |_| {})?;
     let bytes = std::fs::read(format!("/proc/self/fd/{}", raw_fd(&output))).expect("read output");
@@ -485,4 +492,70 @@ fn surround_aac_is_an_unsupported_codec_variant() {
         error.to_string(),
         "the audio codec AAC with 6 channels is not supported"
     );
+}
+
+/// Offset of the audio stream's `strh` chunk in an AVI file.
+fn audio_strh(avi: &[u8]) -> usize {
+    (0..avi.len() - 12)
+        .find(|&i| &avi[i..i + 4] == b"strh" && &avi[i + 8..i + 12] == b"auds")
+        .expect("an audio stream header")
+}
+
+/// A mono 16-bit WAV of `frames` frames of a tone at `rate`.
+fn wav(rate: u32, frames: u32) -> Vec<u8> {
+    let data: Vec<u8> = (0..frames)
+        .flat_map(|i| (((i % 16) as i16 - 8) * 2000).to_le_bytes())
+        .collect();
+    let mut bytes = b"RIFF".to_vec();
+    bytes.extend((36 + data.len() as u32).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    bytes.extend(16u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes()); // PCM
+    bytes.extend(1u16.to_le_bytes()); // mono
+    bytes.extend(rate.to_le_bytes());
+    bytes.extend((rate * 2).to_le_bytes());
+    bytes.extend(2u16.to_le_bytes());
+    bytes.extend(16u16.to_le_bytes());
+    bytes.extend(b"data");
+    bytes.extend((data.len() as u32).to_le_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+#[test]
+fn a_sample_rate_lame_is_not_given_fails_at_once_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [1_000, 1_000_000] {
+        let path = dir.path().join(format!("{rate}.wav"));
+        std::fs::write(&path, wav(rate, 2_000)).unwrap();
+        let error = convert_file(&path, &options(None)).expect_err("odd rate");
+        assert!(
+            matches!(error, TranscodeError::UnsupportedSampleRate(r) if r == rate),
+            "{rate}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(
+            error.to_string(),
+            format!("its audio sample rate of {rate} Hz is not supported")
+        );
+    }
+    let path = dir.path().join("4k.wav");
+    std::fs::write(&path, wav(4_000, 8_000)).unwrap();
+    let (report, _) = convert_file(&path, &options(None)).expect("4 kHz converts");
+    assert_eq!(
+        report.sample_rate, 8_000,
+        "LAME upsamples to MP3's lowest rate"
+    );
+}
+
+#[test]
+fn an_avi_cut_inside_its_headers_is_corrupt_not_a_transient_io_error() {
+    let avi = std::fs::read(fixture("avi_pcm_mono.avi")).unwrap();
+    let cut = audio_strh(&avi) + 8 + 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.avi");
+    std::fs::write(&path, &avi[..cut]).unwrap();
+    let error = convert_file(&path, &options(None)).expect_err("cut short");
+    assert!(matches!(error, TranscodeError::Corrupt(_)), "{error:?}");
+    assert!(error.is_permanent());
 }

@@ -77,15 +77,18 @@ struct OpenChunk {
 
 impl AviReader {
     /// Reads the headers up to the first `movi` list and picks the first audio stream.
+    ///
+    /// I/O errors are judged by [`TranscodeError::reading_input`]: a header running past the
+    /// end of the file is the file's fault, a failing disk is not.
     pub fn open(file: File) -> Result<(Self, SourceTrack), TranscodeError> {
-        let mut walker = RiffWalker::new(file)?;
+        let mut walker = RiffWalker::new(file).map_err(TranscodeError::reading_input)?;
         let mut stream_count = 0u32;
         let mut current_is_audio = false;
         let mut audio: Option<(u32, StreamHeader, WaveFormat)> = None;
         let mut pending_header: Option<StreamHeader> = None;
 
         loop {
-            match walker.next_event()? {
+            match walker.next_event().map_err(TranscodeError::reading_input)? {
                 None => return Err(TranscodeError::corrupt("the AVI file has no media data")),
                 Some(Event::EnterList(list)) if &list == b"strl" => {
                     stream_count += 1;
@@ -94,19 +97,29 @@ impl AviReader {
                 Some(Event::EnterList(list)) if &list == b"movi" => break,
                 Some(Event::EnterList(_)) => {}
                 Some(Event::Chunk { id, size }) if &id == b"strh" => {
-                    let header = StreamHeader::parse(&walker.read_header_chunk(size)?)?;
+                    let header = StreamHeader::parse(
+                        &walker
+                            .read_header_chunk(size)
+                            .map_err(TranscodeError::reading_input)?,
+                    )?;
                     current_is_audio = &header.kind == b"auds";
                     pending_header = Some(header);
                 }
                 Some(Event::Chunk { id, size }) if &id == b"strf" && current_is_audio => {
-                    let format = WaveFormat::parse(&walker.read_header_chunk(size)?)?;
+                    let format = WaveFormat::parse(
+                        &walker
+                            .read_header_chunk(size)
+                            .map_err(TranscodeError::reading_input)?,
+                    )?;
                     if audio.is_none()
                         && let Some(header) = pending_header.take()
                     {
                         audio = Some((stream_count - 1, header, format));
                     }
                 }
-                Some(Event::Chunk { size, .. }) => walker.skip_chunk(size)?,
+                Some(Event::Chunk { size, .. }) => walker
+                    .skip_chunk(size)
+                    .map_err(TranscodeError::reading_input)?,
             }
         }
 

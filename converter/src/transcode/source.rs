@@ -97,7 +97,7 @@ impl Source {
             Err(SymphoniaError::IoError(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
                 self.end_early()
             }
-            Err(SymphoniaError::IoError(error)) => Err(TranscodeError::Io(error)),
+            Err(SymphoniaError::IoError(error)) => Err(TranscodeError::reading_input(error)),
             Err(error) => {
                 tracing::warn!(%error, "demuxing failed");
                 Err(TranscodeError::corrupt("its audio data could not be read"))
@@ -160,7 +160,7 @@ fn probe(file: File, magic: &[u8]) -> Result<Box<dyn FormatReader>, TranscodeErr
             MetadataOptions::default(),
         )
         .map_err(|error| match (error, container_name(magic)) {
-            (SymphoniaError::IoError(error), _) if error.kind() != io::ErrorKind::UnexpectedEof => {
+            (SymphoniaError::IoError(error), _) if error.raw_os_error().is_some() => {
                 TranscodeError::Io(error)
             }
             // A recognisable container that cannot be opened is damaged, not foreign.
