@@ -11,8 +11,9 @@
 use std::fs::File;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use converter::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
+use converter::{Limits, TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use proto::Quality;
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::AudioDecoderOptions;
@@ -62,6 +63,7 @@ fn options(quality: Option<Quality>) -> TranscodeOptions {
     TranscodeOptions {
         quality,
         title: Some(TITLE.to_owned()),
+        ..TranscodeOptions::default()
     }
 }
 
@@ -384,6 +386,7 @@ fn no_title_means_no_tag_and_non_latin_titles_survive() {
     let untitled = TranscodeOptions {
         quality: None,
         title: None,
+        ..TranscodeOptions::default()
     };
     let (_, bytes) = convert("wav_pcm_s16.wav", &untitled).unwrap();
     assert_ne!(&bytes[..3], b"ID3");
@@ -392,6 +395,7 @@ fn no_title_means_no_tag_and_non_latin_titles_survive() {
     let titled = TranscodeOptions {
         quality: None,
         title: Some("Праздник 日本".to_owned()),
+        ..TranscodeOptions::default()
     };
     let (_, bytes) = convert("wav_pcm_s16.wav", &titled).unwrap();
     assert_eq!(decode_mp3(&bytes).title.as_deref(), Some("Праздник 日本"));
@@ -494,11 +498,152 @@ fn surround_aac_is_an_unsupported_codec_variant() {
     );
 }
 
+fn with_limits(quality: Option<Quality>, limits: Limits) -> TranscodeOptions {
+    TranscodeOptions {
+        limits,
+        ..options(quality)
+    }
+}
+
+fn seconds(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
 /// Offset of the audio stream's `strh` chunk in an AVI file.
 fn audio_strh(avi: &[u8]) -> usize {
     (0..avi.len() - 12)
         .find(|&i| &avi[i..i + 4] == b"strh" && &avi[i + 8..i + 12] == b"auds")
         .expect("an audio stream header")
+}
+
+#[test]
+fn audio_stated_longer_than_the_limit_fails_at_once_naming_it() {
+    let limits = Limits {
+        max_audio_duration: seconds(1),
+        ..Limits::default()
+    };
+    // PCM decoded and encoded, and MP3 frames copied.
+    for (file, quality) in [
+        ("wav_8k_mono.wav", None),
+        ("mp4_aac_moov_end.mp4", Some(Quality::Cbr { kbps: 128 })),
+        ("mp3_vbr.mp3", None),
+    ] {
+        let mut percents = Vec::new();
+        let input = File::open(fixture(file)).unwrap();
+        let mut output = tempfile::tempfile().unwrap();
+        let error = transcode(
+            input,
+            &mut output,
+            &with_limits(quality, limits),
+            &mut |p| percents.push(p),
+        )
+        .expect_err(file);
+        assert!(
+            matches!(error, TranscodeError::AudioTooLong(_)),
+            "{file}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(error.to_string(), "the audio is longer than the 1 s limit");
+        assert!(
+            percents.is_empty(),
+            "{file}: refused before any work: {percents:?}"
+        );
+    }
+}
+
+#[test]
+fn audio_decoded_longer_than_the_limit_stops_the_conversion_naming_it() {
+    // The same AVI without its stated length: the limit is met while decoding.
+    let mut avi = std::fs::read(fixture("avi_pcm_mono.avi")).unwrap();
+    let length_at = audio_strh(&avi) + 8 + 32;
+    avi[length_at..length_at + 4].fill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-length.avi");
+    std::fs::write(&path, &avi).unwrap();
+    convert_file(&path, &options(None)).expect("converts without a limit");
+
+    let limits = Limits {
+        max_audio_duration: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let error = convert_file(&path, &with_limits(None, limits)).expect_err("limit passed");
+    assert!(
+        matches!(error, TranscodeError::AudioTooLong(_)),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the audio is longer than the 0.5 s limit"
+    );
+
+    // MP3 frames copied: counted from the frames themselves.
+    let mut avi = std::fs::read(fixture("avi_mp3.avi")).unwrap();
+    let length_at = audio_strh(&avi) + 8 + 32;
+    avi[length_at..length_at + 4].fill(0);
+    let path = dir.path().join("mp3-no-length.avi");
+    std::fs::write(&path, &avi).unwrap();
+    let limits = Limits {
+        max_audio_duration: seconds(1),
+        ..Limits::default()
+    };
+    let error = convert_file(&path, &with_limits(None, limits)).expect_err("limit passed");
+    assert!(
+        matches!(error, TranscodeError::AudioTooLong(_)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn an_mp3_larger_than_the_limit_stops_the_conversion_naming_it() {
+    let limits = Limits {
+        max_mp3_bytes: 8 * 1024,
+        ..Limits::default()
+    };
+    for (file, quality) in [
+        ("wav_pcm_s16.wav", Some(Quality::Cbr { kbps: 320 })),
+        ("mp3_vbr.mp3", None),
+    ] {
+        let error = convert(file, &with_limits(quality, limits)).expect_err(file);
+        assert!(
+            matches!(error, TranscodeError::Mp3TooLarge(_)),
+            "{file}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(
+            error.to_string(),
+            "the MP3 would be larger than the 8 KiB limit"
+        );
+    }
+    let generous = Limits {
+        max_mp3_bytes: 1024 * 1024,
+        ..Limits::default()
+    };
+    convert(
+        "wav_pcm_s16.wav",
+        &with_limits(Some(Quality::Cbr { kbps: 320 }), generous),
+    )
+    .expect("within the limit");
+}
+
+#[test]
+fn a_conversion_past_its_deadline_stops_naming_it() {
+    let limits = Limits {
+        deadline: Duration::from_nanos(1),
+        ..Limits::default()
+    };
+    for file in ["mp4_aac_moov_end.mp4", "mp3_vbr.mp3"] {
+        let error = convert(file, &with_limits(None, limits)).expect_err(file);
+        assert!(
+            matches!(error, TranscodeError::DeadlineExceeded(_)),
+            "{file}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert!(
+            error
+                .to_string()
+                .starts_with("converting it took longer than the")
+        );
+    }
 }
 
 /// A mono 16-bit WAV of `frames` frames of a tone at `rate`.

@@ -12,6 +12,7 @@ use proto::Quality;
 
 use super::decode::{PcmBlock, PcmFormat};
 use super::error::TranscodeError;
+use super::limits::Budget;
 use super::mpa::FrameHeader;
 
 /// The input sample rates we give LAME, which resamples them to a rate MP3 has (8 to 48 kHz).
@@ -73,11 +74,15 @@ impl Mp3Encoder {
     }
 
     /// Encodes every block from `blocks` into `output` after `id3_tag`, then finalises the file.
+    ///
+    /// Stops with [`TranscodeError::Mp3TooLarge`] before writing what would make the file
+    /// larger than `budget` allows.
     pub fn run<W: Write + Seek>(
         mut self,
         blocks: Receiver<PcmBlock>,
         id3_tag: &[u8],
         output: &mut W,
+        budget: Budget,
     ) -> Result<EncodeSummary, TranscodeError> {
         let start = output.stream_position()?;
         output.write_all(id3_tag)?;
@@ -94,6 +99,7 @@ impl Mp3Encoder {
                 first_header = FrameHeader::parse(encoded[..4].try_into().expect("4 bytes"));
             }
             audio_bytes += encoded.len() as u64;
+            budget.check_output(id3_tag.len() as u64 + audio_bytes)?;
             writer.write_all(encoded)?;
         }
         let tail = self.flush()?;
@@ -101,6 +107,7 @@ impl Mp3Encoder {
             first_header = FrameHeader::parse(tail[..4].try_into().expect("4 bytes"));
         }
         audio_bytes += tail.len() as u64;
+        budget.check_output(id3_tag.len() as u64 + audio_bytes)?;
         writer.write_all(tail)?;
         writer.flush()?;
         drop(writer);
@@ -331,7 +338,8 @@ mod tests {
         let (sender, receiver) = std::sync::mpsc::sync_channel(4);
         let encoding = std::thread::spawn(move || {
             let mut output = std::io::Cursor::new(Vec::new());
-            encoder.run(receiver, &[], &mut output)
+            let budget = Budget::start(Default::default());
+            encoder.run(receiver, &[], &mut output, budget)
         });
         for _ in 0..4 {
             let tone: Vec<f32> = (0..16_384)
@@ -358,6 +366,39 @@ mod tests {
                 assert!(summary.audio_bytes > 0);
             }
         }
+    }
+
+    #[test]
+    fn the_mp3_stops_before_passing_its_size_limit() {
+        let encoder = Mp3Encoder::new(stereo(44_100), Quality::Cbr { kbps: 320 }).unwrap();
+        let (sender, receiver) = std::sync::mpsc::sync_channel(4);
+        let encoding = std::thread::spawn(move || {
+            let mut output = std::io::Cursor::new(Vec::new());
+            let budget = Budget::start(crate::transcode::Limits {
+                max_mp3_bytes: 64 * 1024,
+                ..Default::default()
+            });
+            let result = encoder.run(receiver, &[], &mut output, budget);
+            (result, output.into_inner().len())
+        });
+        // 30 s at 320 kbps would be 1.2 MB.
+        for _ in 0..160 {
+            let block = PcmBlock {
+                planes: vec![vec![0.25; 8192], vec![-0.25; 8192]],
+            };
+            if sender.send(block).is_err() {
+                break;
+            }
+        }
+        drop(sender);
+        let (result, written) = encoding.join().unwrap();
+        let error = result.err().expect("the limit is passed");
+        assert!(matches!(error, TranscodeError::Mp3TooLarge(_)), "{error}");
+        assert_eq!(
+            error.to_string(),
+            "the MP3 would be larger than the 64 KiB limit"
+        );
+        assert!(written <= 64 * 1024, "{written} bytes written");
     }
 
     #[test]
