@@ -704,3 +704,106 @@ fn an_avi_cut_inside_its_headers_is_corrupt_not_a_transient_io_error() {
     assert!(matches!(error, TranscodeError::Corrupt(_)), "{error:?}");
     assert!(error.is_permanent());
 }
+
+/// An EBML element: `id` (with its length marker), an 8-byte size, then `body`.
+fn ebml(id: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut element = id.to_vec();
+    element.push(0x01);
+    element.extend(&(body.len() as u64).to_be_bytes()[1..]);
+    element.extend(body);
+    element
+}
+
+/// A Matroska file of 16-bit stereo PCM at 48 kHz in one SimpleBlock of `mib` MiB of silence.
+fn mkv_with_one_block(path: &Path, mib: u64) {
+    let header = ebml(
+        &[0x1A, 0x45, 0xDF, 0xA3],
+        &[
+            ebml(&[0x42, 0x86], &[1]),
+            ebml(&[0x42, 0xF7], &[1]),
+            ebml(&[0x42, 0xF2], &[4]),
+            ebml(&[0x42, 0xF3], &[8]),
+            ebml(&[0x42, 0x82], b"matroska"),
+            ebml(&[0x42, 0x87], &[4]),
+            ebml(&[0x42, 0x85], &[2]),
+        ]
+        .concat(),
+    );
+    let audio = ebml(
+        &[0xE1],
+        &[
+            ebml(&[0xB5], &48_000f64.to_be_bytes()),
+            ebml(&[0x9F], &[2]),
+            ebml(&[0x62, 0x64], &[16]),
+        ]
+        .concat(),
+    );
+    let track = ebml(
+        &[0xAE],
+        &[
+            ebml(&[0xD7], &[1]),
+            ebml(&[0x73, 0xC5], &[1]),
+            ebml(&[0x83], &[2]),
+            ebml(&[0x86], b"A_PCM/INT/LIT"),
+            audio,
+        ]
+        .concat(),
+    );
+    let info = ebml(
+        &[0x15, 0x49, 0xA9, 0x66],
+        &[
+            ebml(&[0x2A, 0xD7, 0xB1], &[0x0F, 0x42, 0x40]),
+            ebml(&[0x4D, 0x80], b"test"),
+            ebml(&[0x57, 0x41], b"test"),
+        ]
+        .concat(),
+    );
+    let tracks = ebml(&[0x16, 0x54, 0xAE, 0x6B], &track);
+    let block_len: u64 = mib * 1024 * 1024;
+    let block_head = [0x81, 0, 0, 0x80]; // track 1, timecode 0, keyframe
+    let mut simple_block = vec![0xA3, 0x01];
+    simple_block.extend(&(block_len + 4).to_be_bytes()[1..]);
+    simple_block.extend(block_head);
+    let timestamp = ebml(&[0xE7], &[0]);
+    let cluster_body_len = (timestamp.len() + simple_block.len()) as u64 + block_len;
+    let mut cluster = vec![0x1F, 0x43, 0xB6, 0x75, 0x01];
+    cluster.extend(&cluster_body_len.to_be_bytes()[1..]);
+    cluster.extend(timestamp);
+    cluster.extend(simple_block);
+    let segment_body_len = (info.len() + tracks.len() + cluster.len()) as u64 + block_len;
+    let mut segment = vec![0x18, 0x53, 0x80, 0x67, 0x01];
+    segment.extend(&segment_body_len.to_be_bytes()[1..]);
+
+    let mut out = std::io::BufWriter::new(File::create(path).unwrap());
+    use std::io::Write;
+    for part in [&header, &segment, &info, &tracks, &cluster] {
+        out.write_all(part).unwrap();
+    }
+    let silence = vec![0u8; 1024 * 1024];
+    for _ in 0..mib {
+        out.write_all(&silence).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+}
+
+#[test]
+fn a_packet_larger_than_any_codec_makes_is_refused_before_it_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("block.mkv");
+    mkv_with_one_block(&path, 1);
+    let (report, _) = convert_file(&path, &options(None)).expect("a 1 MiB block converts");
+    assert!((report.duration_seconds - 5.46).abs() < 0.01, "{report:?}");
+
+    // Symphonia reads a block whole; decoded, 17 MiB of PCM would take 34 MiB of samples more.
+    mkv_with_one_block(&path, 17);
+    let error = convert_file(&path, &options(None)).expect_err("refused");
+    assert!(matches!(error, TranscodeError::Corrupt(_)), "{error:?}");
+    assert!(error.is_permanent());
+    assert!(
+        error
+            .to_string()
+            .contains("a block of audio data of 17 MiB"),
+        "{error}"
+    );
+}
