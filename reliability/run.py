@@ -13,6 +13,8 @@ Sections (default: all in a full run; badinput, security and a small load with -
   faults    kill -9 of the converter mid-conversion; RabbitMQ, MongoDB-wire server, MySQL and
             SMTP taken down under traffic and brought back
   fuzz      reliability/fuzz.sh for a bounded time (cargo-fuzz on converter::transcode)
+  memory    peak RSS of `converter convert` on a 300 MiB AVI holding its PCM in one chunk and
+            on a 2 GiB WAV (reliability/memory.py; needs no stack)
 
 Everything runs against PRIVATE backing services started here (a RabbitMQ node, a MariaDB
 server, a SecantusDB and the SMTP sink, on free ports under target/reliability), never the
@@ -1115,6 +1117,21 @@ class Suite:
         self.scenario(f"fuzz: converter::transcode for {seconds}s (libFuzzer + ASan)",
                       "no crash", seconds + 2400, fuzz)
 
+    def section_memory(self):
+        sys.path.insert(0, str(ROOT / "reliability"))
+        import memory  # reliability/memory.py
+
+        target = Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target")
+        converter = target / self.args.profile / "converter"
+        if not self.args.no_build and self.stack is None:
+            profile = ["--release"] if self.args.profile == "release" else []
+            subprocess.run(["cargo", "build", *profile, "--locked", "-p", "converter"], cwd=ROOT,
+                           check=True)
+        log(f"memory: measuring {converter} (inputs generated in the temp dir, then deleted)")
+        for row in memory.measure(converter, avi_mib=300, wav_mib=2048, limit_mib=64):
+            scenario, expectation, result, held = row
+            self.record(scenario, expectation, held, result)
+
     # ---- global checks
 
     def final_checks(self):
@@ -1975,7 +1992,7 @@ def render(rows, metrics, args, started):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", help="badinput security load faults fuzz")
+    parser.add_argument("sections", nargs="*", help="badinput security load faults fuzz memory")
     parser.add_argument("--quick", action="store_true", help="badinput, security and a small load (< 3 min)")
     parser.add_argument("--profile", choices=("release", "debug"), default="release")
     parser.add_argument("--no-build", action="store_true", help="use the binaries as they are")
@@ -1985,7 +2002,7 @@ def main():
                         help="length of the video the converter is killed in (minutes)")
     parser.add_argument("--fuzz-seconds", type=int, default=300)
     args = parser.parse_args()
-    known = ["badinput", "security", "load", "faults", "fuzz"]
+    known = ["badinput", "security", "load", "faults", "fuzz", "memory"]
     if not args.sections:
         args.sections = ["badinput", "security", "load"] if args.quick else known
     unknown = [s for s in args.sections if s not in known]
@@ -1996,7 +2013,7 @@ def main():
 
     started = time.time()
     suite = Suite(args)
-    needs_stack = any(s != "fuzz" for s in args.sections)
+    needs_stack = any(s not in ("fuzz", "memory") for s in args.sections)
     try:
         if needs_stack:
             suite.setup()

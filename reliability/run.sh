@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Reliability, security and load suite (see reliability/run.py for what it checks):
-#   reliability/run.sh                  full run: badinput security load faults fuzz (~20-30 min)
+#   reliability/run.sh                  full run: badinput security load faults fuzz memory (~25-35 min)
 #   reliability/run.sh --quick          badinput, security and a small load (~3 min + build)
 #   reliability/run.sh faults load      some sections; --help for the options
+#   reliability/run.sh memory           the converter's peak RSS on a 300 MiB one-chunk AVI and a
+#                                       2 GiB WAV (reliability/memory.py alone needs no stack/ffmpeg)
 # Starts private RabbitMQ / MariaDB / SecantusDB / SMTP instances and the four services
 # (scripts/stack.sh) under target/reliability, never touching the machine's shared MariaDB or
 # RabbitMQ. Prints the table and writes target/reliability/results.md; exits non-zero when

@@ -6,4 +6,4 @@
 pub mod transcode;
 pub mod worker;
 
-pub use transcode::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
+pub use transcode::{Limits, TranscodeError, TranscodeOptions, TranscodeReport, transcode};

@@ -78,6 +78,7 @@ async fn run() -> anyhow::Result<()> {
             let options = TranscodeOptions {
                 quality: quality.or(bitrate),
                 title,
+                limits: converter::worker::limits_from_env()?,
             };
             tokio::task::spawn_blocking(move || convert(&input, &output, &options)).await?
         }

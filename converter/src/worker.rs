@@ -18,9 +18,9 @@ mod backends;
 mod configuration;
 
 pub use backends::Backends;
-pub use configuration::Settings;
+pub use configuration::{Settings, limits_from_env};
 
-use crate::transcode::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
+use crate::transcode::{Limits, TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use async_trait::async_trait;
 use contracts::events::{
     ConversionFailed, ConversionProgress, ConversionStarted, ConversionSucceeded, FailureKind,
@@ -98,6 +98,7 @@ impl Application {
             bus: bus.clone(),
             blobs,
             temp_dir: settings.temp_dir.clone(),
+            limits: settings.limits,
             jobs_in_flight: Default::default(),
         });
         Ok(Self {
@@ -182,6 +183,7 @@ struct JobHandler {
     bus: Arc<dyn EventBus>,
     blobs: Arc<dyn BlobStore>,
     temp_dir: Option<PathBuf>,
+    limits: Limits,
     /// One lock per job being converted: a duplicate delivery of the same job (at-least-once)
     /// waits for the first, then finds its MP3 and re-announces the same success event.
     jobs_in_flight: std::sync::Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<()>>>>,
@@ -357,6 +359,7 @@ impl JobHandler {
         let options = TranscodeOptions {
             quality: job.quality,
             title: Some(filename_stem(&job.original_filename)),
+            limits: self.limits,
         };
         let (percent_tx, mut percent_rx) = tokio::sync::watch::channel(0u8);
         let mut writer = output.reopen()?;

@@ -10,10 +10,11 @@
 
 use std::fs::File;
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use contracts::Quality;
-use converter::{TranscodeError, TranscodeOptions, TranscodeReport, transcode};
+use converter::{Limits, TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_MP3;
@@ -39,7 +40,14 @@ fn convert(
     name: &str,
     options: &TranscodeOptions,
 ) -> Result<(TranscodeReport, Vec<u8>), TranscodeError> {
-    let input = File::open(fixture(name)).expect("open fixture");
+    convert_file(&fixture(name), options)
+}
+
+fn convert_file(
+    path: &Path,
+    options: &TranscodeOptions,
+) -> Result<(TranscodeReport, Vec<u8>), TranscodeError> {
+    let input = File::open(path).expect("open input");
     let mut output = tempfile::tempfile().expect("temp file");
     let report = transcode(input, &mut output, options, &mut |_| {})?;
     let bytes = std::fs::read(format!("/proc/self/fd/{}", raw_fd(&output))).expect("read output");
@@ -55,6 +63,7 @@ fn options(quality: Option<Quality>) -> TranscodeOptions {
     TranscodeOptions {
         quality,
         title: Some(TITLE.to_owned()),
+        ..TranscodeOptions::default()
     }
 }
 
@@ -377,6 +386,7 @@ fn no_title_means_no_tag_and_non_latin_titles_survive() {
     let untitled = TranscodeOptions {
         quality: None,
         title: None,
+        ..TranscodeOptions::default()
     };
     let (_, bytes) = convert("wav_pcm_s16.wav", &untitled).unwrap();
     assert_ne!(&bytes[..3], b"ID3");
@@ -385,6 +395,7 @@ fn no_title_means_no_tag_and_non_latin_titles_survive() {
     let titled = TranscodeOptions {
         quality: None,
         title: Some("Праздник 日本".to_owned()),
+        ..TranscodeOptions::default()
     };
     let (_, bytes) = convert("wav_pcm_s16.wav", &titled).unwrap();
     assert_eq!(decode_mp3(&bytes).title.as_deref(), Some("Праздник 日本"));
@@ -484,5 +495,315 @@ fn surround_aac_is_an_unsupported_codec_variant() {
     assert_eq!(
         error.to_string(),
         "the audio codec AAC with 6 channels is not supported"
+    );
+}
+
+fn with_limits(quality: Option<Quality>, limits: Limits) -> TranscodeOptions {
+    TranscodeOptions {
+        limits,
+        ..options(quality)
+    }
+}
+
+fn seconds(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// Offset of the audio stream's `strh` chunk in an AVI file.
+fn audio_strh(avi: &[u8]) -> usize {
+    (0..avi.len() - 12)
+        .find(|&i| &avi[i..i + 4] == b"strh" && &avi[i + 8..i + 12] == b"auds")
+        .expect("an audio stream header")
+}
+
+#[test]
+fn audio_stated_longer_than_the_limit_fails_at_once_naming_it() {
+    let limits = Limits {
+        max_audio_duration: seconds(1),
+        ..Limits::default()
+    };
+    // PCM decoded and encoded, and MP3 frames copied.
+    for (file, quality) in [
+        ("wav_8k_mono.wav", None),
+        ("mp4_aac_moov_end.mp4", Some(Quality::Cbr { kbps: 128 })),
+        ("mp3_vbr.mp3", None),
+    ] {
+        let mut percents = Vec::new();
+        let input = File::open(fixture(file)).unwrap();
+        let mut output = tempfile::tempfile().unwrap();
+        let error = transcode(
+            input,
+            &mut output,
+            &with_limits(quality, limits),
+            &mut |p| percents.push(p),
+        )
+        .expect_err(file);
+        assert!(
+            matches!(error, TranscodeError::AudioTooLong(_)),
+            "{file}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(error.to_string(), "the audio is longer than the 1 s limit");
+        assert!(
+            percents.is_empty(),
+            "{file}: refused before any work: {percents:?}"
+        );
+    }
+}
+
+#[test]
+fn audio_decoded_longer_than_the_limit_stops_the_conversion_naming_it() {
+    // The same AVI without its stated length: the limit is met while decoding.
+    let mut avi = std::fs::read(fixture("avi_pcm_mono.avi")).unwrap();
+    let length_at = audio_strh(&avi) + 8 + 32;
+    avi[length_at..length_at + 4].fill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-length.avi");
+    std::fs::write(&path, &avi).unwrap();
+    convert_file(&path, &options(None)).expect("converts without a limit");
+
+    let limits = Limits {
+        max_audio_duration: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let error = convert_file(&path, &with_limits(None, limits)).expect_err("limit passed");
+    assert!(
+        matches!(error, TranscodeError::AudioTooLong(_)),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the audio is longer than the 0.5 s limit"
+    );
+
+    // MP3 frames copied: counted from the frames themselves.
+    let mut avi = std::fs::read(fixture("avi_mp3.avi")).unwrap();
+    let length_at = audio_strh(&avi) + 8 + 32;
+    avi[length_at..length_at + 4].fill(0);
+    let path = dir.path().join("mp3-no-length.avi");
+    std::fs::write(&path, &avi).unwrap();
+    let limits = Limits {
+        max_audio_duration: seconds(1),
+        ..Limits::default()
+    };
+    let error = convert_file(&path, &with_limits(None, limits)).expect_err("limit passed");
+    assert!(
+        matches!(error, TranscodeError::AudioTooLong(_)),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn an_mp3_larger_than_the_limit_stops_the_conversion_naming_it() {
+    let limits = Limits {
+        max_mp3_bytes: 8 * 1024,
+        ..Limits::default()
+    };
+    for (file, quality) in [
+        ("wav_pcm_s16.wav", Some(Quality::Cbr { kbps: 320 })),
+        ("mp3_vbr.mp3", None),
+    ] {
+        let error = convert(file, &with_limits(quality, limits)).expect_err(file);
+        assert!(
+            matches!(error, TranscodeError::Mp3TooLarge(_)),
+            "{file}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(
+            error.to_string(),
+            "the MP3 would be larger than the 8 KiB limit"
+        );
+    }
+    let generous = Limits {
+        max_mp3_bytes: 1024 * 1024,
+        ..Limits::default()
+    };
+    convert(
+        "wav_pcm_s16.wav",
+        &with_limits(Some(Quality::Cbr { kbps: 320 }), generous),
+    )
+    .expect("within the limit");
+}
+
+#[test]
+fn a_conversion_past_its_deadline_stops_naming_it() {
+    let limits = Limits {
+        deadline: Duration::from_nanos(1),
+        ..Limits::default()
+    };
+    for file in ["mp4_aac_moov_end.mp4", "mp3_vbr.mp3"] {
+        let error = convert(file, &with_limits(None, limits)).expect_err(file);
+        assert!(
+            matches!(error, TranscodeError::DeadlineExceeded(_)),
+            "{file}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert!(
+            error
+                .to_string()
+                .starts_with("converting it took longer than the")
+        );
+    }
+}
+
+/// A mono 16-bit WAV of `frames` frames of a tone at `rate`.
+fn wav(rate: u32, frames: u32) -> Vec<u8> {
+    let data: Vec<u8> = (0..frames)
+        .flat_map(|i| (((i % 16) as i16 - 8) * 2000).to_le_bytes())
+        .collect();
+    let mut bytes = b"RIFF".to_vec();
+    bytes.extend((36 + data.len() as u32).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    bytes.extend(16u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes()); // PCM
+    bytes.extend(1u16.to_le_bytes()); // mono
+    bytes.extend(rate.to_le_bytes());
+    bytes.extend((rate * 2).to_le_bytes());
+    bytes.extend(2u16.to_le_bytes());
+    bytes.extend(16u16.to_le_bytes());
+    bytes.extend(b"data");
+    bytes.extend((data.len() as u32).to_le_bytes());
+    bytes.extend(data);
+    bytes
+}
+
+#[test]
+fn a_sample_rate_lame_is_not_given_fails_at_once_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    for rate in [1_000, 1_000_000] {
+        let path = dir.path().join(format!("{rate}.wav"));
+        std::fs::write(&path, wav(rate, 2_000)).unwrap();
+        let error = convert_file(&path, &options(None)).expect_err("odd rate");
+        assert!(
+            matches!(error, TranscodeError::UnsupportedSampleRate(r) if r == rate),
+            "{rate}: {error:?}"
+        );
+        assert!(error.is_permanent());
+        assert_eq!(
+            error.to_string(),
+            format!("its audio sample rate of {rate} Hz is not supported")
+        );
+    }
+    let path = dir.path().join("4k.wav");
+    std::fs::write(&path, wav(4_000, 8_000)).unwrap();
+    let (report, _) = convert_file(&path, &options(None)).expect("4 kHz converts");
+    assert_eq!(
+        report.sample_rate, 8_000,
+        "LAME upsamples to MP3's lowest rate"
+    );
+}
+
+#[test]
+fn an_avi_cut_inside_its_headers_is_corrupt_not_a_transient_io_error() {
+    let avi = std::fs::read(fixture("avi_pcm_mono.avi")).unwrap();
+    let cut = audio_strh(&avi) + 8 + 20;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.avi");
+    std::fs::write(&path, &avi[..cut]).unwrap();
+    let error = convert_file(&path, &options(None)).expect_err("cut short");
+    assert!(matches!(error, TranscodeError::Corrupt(_)), "{error:?}");
+    assert!(error.is_permanent());
+}
+
+/// An EBML element: `id` (with its length marker), an 8-byte size, then `body`.
+fn ebml(id: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut element = id.to_vec();
+    element.push(0x01);
+    element.extend(&(body.len() as u64).to_be_bytes()[1..]);
+    element.extend(body);
+    element
+}
+
+/// A Matroska file of 16-bit stereo PCM at 48 kHz in one SimpleBlock of `mib` MiB of silence.
+fn mkv_with_one_block(path: &Path, mib: u64) {
+    let header = ebml(
+        &[0x1A, 0x45, 0xDF, 0xA3],
+        &[
+            ebml(&[0x42, 0x86], &[1]),
+            ebml(&[0x42, 0xF7], &[1]),
+            ebml(&[0x42, 0xF2], &[4]),
+            ebml(&[0x42, 0xF3], &[8]),
+            ebml(&[0x42, 0x82], b"matroska"),
+            ebml(&[0x42, 0x87], &[4]),
+            ebml(&[0x42, 0x85], &[2]),
+        ]
+        .concat(),
+    );
+    let audio = ebml(
+        &[0xE1],
+        &[
+            ebml(&[0xB5], &48_000f64.to_be_bytes()),
+            ebml(&[0x9F], &[2]),
+            ebml(&[0x62, 0x64], &[16]),
+        ]
+        .concat(),
+    );
+    let track = ebml(
+        &[0xAE],
+        &[
+            ebml(&[0xD7], &[1]),
+            ebml(&[0x73, 0xC5], &[1]),
+            ebml(&[0x83], &[2]),
+            ebml(&[0x86], b"A_PCM/INT/LIT"),
+            audio,
+        ]
+        .concat(),
+    );
+    let info = ebml(
+        &[0x15, 0x49, 0xA9, 0x66],
+        &[
+            ebml(&[0x2A, 0xD7, 0xB1], &[0x0F, 0x42, 0x40]),
+            ebml(&[0x4D, 0x80], b"test"),
+            ebml(&[0x57, 0x41], b"test"),
+        ]
+        .concat(),
+    );
+    let tracks = ebml(&[0x16, 0x54, 0xAE, 0x6B], &track);
+    let block_len: u64 = mib * 1024 * 1024;
+    let block_head = [0x81, 0, 0, 0x80]; // track 1, timecode 0, keyframe
+    let mut simple_block = vec![0xA3, 0x01];
+    simple_block.extend(&(block_len + 4).to_be_bytes()[1..]);
+    simple_block.extend(block_head);
+    let timestamp = ebml(&[0xE7], &[0]);
+    let cluster_body_len = (timestamp.len() + simple_block.len()) as u64 + block_len;
+    let mut cluster = vec![0x1F, 0x43, 0xB6, 0x75, 0x01];
+    cluster.extend(&cluster_body_len.to_be_bytes()[1..]);
+    cluster.extend(timestamp);
+    cluster.extend(simple_block);
+    let segment_body_len = (info.len() + tracks.len() + cluster.len()) as u64 + block_len;
+    let mut segment = vec![0x18, 0x53, 0x80, 0x67, 0x01];
+    segment.extend(&segment_body_len.to_be_bytes()[1..]);
+
+    let mut out = std::io::BufWriter::new(File::create(path).unwrap());
+    use std::io::Write;
+    for part in [&header, &segment, &info, &tracks, &cluster] {
+        out.write_all(part).unwrap();
+    }
+    let silence = vec![0u8; 1024 * 1024];
+    for _ in 0..mib {
+        out.write_all(&silence).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+}
+
+#[test]
+fn a_packet_larger_than_any_codec_makes_is_refused_before_it_is_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("block.mkv");
+    mkv_with_one_block(&path, 1);
+    let (report, _) = convert_file(&path, &options(None)).expect("a 1 MiB block converts");
+    assert!((report.duration_seconds - 5.46).abs() < 0.01, "{report:?}");
+
+    // Symphonia reads a block whole; decoded, 17 MiB of PCM would take 34 MiB of samples more.
+    mkv_with_one_block(&path, 17);
+    let error = convert_file(&path, &options(None)).expect_err("refused");
+    assert!(matches!(error, TranscodeError::Corrupt(_)), "{error:?}");
+    assert!(error.is_permanent());
+    assert!(
+        error
+            .to_string()
+            .contains("a block of audio data of 17 MiB"),
+        "{error}"
     );
 }

@@ -107,6 +107,14 @@ impl Drop for Harness {
 
 /// Starts a worker (with `worker_blobs` as its store) and a probe on one isolated topology.
 async fn start(worker_mongodb_uri: Option<String>) -> Harness {
+    start_with(worker_mongodb_uri, |_| {}).await
+}
+
+/// As [`start`], with the worker's settings adjusted first.
+async fn start_with(
+    worker_mongodb_uri: Option<String>,
+    adjust: impl FnOnce(&mut Settings),
+) -> Harness {
     let amqp = required_env("AMQP_URL");
     let mongodb = required_env("MONGODB_URI");
     let bus = Arc::new(RabbitBus::new(&amqp).with_topology(isolated_topology()));
@@ -120,7 +128,8 @@ async fn start(worker_mongodb_uri: Option<String>) -> Harness {
     bus.declare_subscription(&channel, &probe_subscription)
         .await
         .unwrap();
-    let settings = Settings::for_tests(&amqp, &mongodb);
+    let mut settings = Settings::for_tests(&amqp, &mongodb);
+    adjust(&mut settings);
     bus.declare_subscription(&channel, &Application::subscription(&settings))
         .await
         .unwrap();
@@ -264,6 +273,36 @@ async fn a_video_without_audio_fails_with_a_reason_and_is_not_retried() {
         dead.is_none(),
         "bad input is acknowledged, not dead-lettered"
     );
+}
+
+#[tokio::test]
+async fn audio_longer_than_the_limit_fails_at_once_with_the_limit_named() {
+    let h = start_with(None, |settings| {
+        settings.limits.max_audio_duration = Duration::from_secs(1);
+    })
+    .await;
+    let (video, size) = upload_fixture(&h.blobs, "mp4_aac_moov_end.mp4").await;
+    let submitted = job(&video, size, "long.mp4");
+    h.bus.publish(&submitted).await.unwrap();
+
+    let events = h
+        .probe
+        .wait_for(submitted.job_id, "failure", |e| e.iter().any(is_terminal))
+        .await;
+    let JobEvent::ConversionFailed(failed) = &events.last().unwrap().event else {
+        panic!("expected failure, got {:?}", events.last().unwrap().event);
+    };
+    assert_eq!(failed.kind, FailureKind::Unconvertible);
+    assert_eq!(failed.reason, "the audio is longer than the 1 s limit");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started = h
+        .probe
+        .of(submitted.job_id)
+        .iter()
+        .filter(|e| e.event_type() == "conversion.started")
+        .count();
+    assert_eq!(started, 1, "a passed limit is never retried");
+    assert_eq!(h.mp3s_of(submitted.job_id).await, 0);
 }
 
 #[tokio::test]

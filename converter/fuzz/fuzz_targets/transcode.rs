@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let options = TranscodeOptions {
         quality: (data.len() % 2 == 1).then_some(Quality::Cbr { kbps: 128 }),
         title: Some("fuzz".into()),
+        ..TranscodeOptions::default()
     };
     let mut output = Cursor::new(Vec::new());
     let mut seen = [false; 101];

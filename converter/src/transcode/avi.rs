@@ -23,8 +23,15 @@ const WAVE_FORMAT_MPEG: u16 = 0x0050;
 const WAVE_FORMAT_MPEGLAYER3: u16 = 0x0055;
 const WAVE_FORMAT_EXTENSIBLE: u16 = 0xFFFE;
 
-/// PCM chunks are cut into packets of at most this many frames to keep buffers small.
+/// PCM chunks are cut into packets of at most this many frames to keep buffers small...
 const MAX_PCM_FRAMES_PER_PACKET: u64 = 4096;
+/// ...and of at most this many bytes, whatever the block size the file states.
+const MAX_PCM_PACKET_BYTES: u64 = 64 * 1024;
+/// MPEG audio chunks are fed to the frame splitter in pieces of at most this many bytes.
+const MPEG_PIECE_BYTES: u64 = 16 * 1024;
+/// Header chunks (`strh`, `strf`) are read up to this many bytes; the fields we use are in the
+/// first 40, and anything beyond (codec extra data) is skipped rather than read into memory.
+const MAX_HEADER_CHUNK_BYTES: u32 = 4096;
 /// The audio track's id in the packets we hand out.
 const TRACK_ID: u32 = 0;
 
@@ -33,29 +40,55 @@ pub(crate) fn is_avi(magic: &[u8]) -> bool {
     magic.len() >= 12 && &magic[..4] == b"RIFF" && &magic[8..12] == b"AVI "
 }
 
+/// Reads the audio stream's chunks as a stream of bounded packets: a chunk is never read whole,
+/// since its size is the file's word (a valid AVI may hold all its audio in one chunk of
+/// hundreds of megabytes). Memory stays below a few hundred kilobytes whatever the input.
 pub(crate) struct AviReader {
     walker: RiffWalker,
     stream_tag: [u8; 2],
     payload: Payload,
+    /// The audio chunk being read, when one is open.
+    chunk: Option<OpenChunk>,
     next_ts: u64,
 }
 
 enum Payload {
-    Pcm { block_align: u64 },
-    MpegAudio(FrameSplitter),
+    Pcm {
+        block_align: u64,
+        frames_per_packet: u64,
+    },
+    MpegAudio {
+        splitter: FrameSplitter,
+        /// Reused buffer for the pieces fed to the splitter.
+        piece: Vec<u8>,
+    },
+}
+
+/// The part of the current audio chunk not read yet.
+struct OpenChunk {
+    /// Bytes left to read (those present in the file).
+    left: u64,
+    /// Whether a pad byte follows the chunk (RIFF chunks are aligned to even offsets).
+    padded: bool,
+    /// The chunk's stated size runs past the end of the file: once `left` is read, the stream
+    /// ends with an unexpected end of file.
+    truncated: bool,
 }
 
 impl AviReader {
     /// Reads the headers up to the first `movi` list and picks the first audio stream.
+    ///
+    /// I/O errors are judged by [`TranscodeError::reading_input`]: a header running past the
+    /// end of the file is the file's fault, a failing disk is not.
     pub fn open(file: File) -> Result<(Self, SourceTrack), TranscodeError> {
-        let mut walker = RiffWalker::new(file)?;
+        let mut walker = RiffWalker::new(file).map_err(TranscodeError::reading_input)?;
         let mut stream_count = 0u32;
         let mut current_is_audio = false;
         let mut audio: Option<(u32, StreamHeader, WaveFormat)> = None;
         let mut pending_header: Option<StreamHeader> = None;
 
         loop {
-            match walker.next_event()? {
+            match walker.next_event().map_err(TranscodeError::reading_input)? {
                 None => return Err(TranscodeError::corrupt("the AVI file has no media data")),
                 Some(Event::EnterList(list)) if &list == b"strl" => {
                     stream_count += 1;
@@ -64,19 +97,29 @@ impl AviReader {
                 Some(Event::EnterList(list)) if &list == b"movi" => break,
                 Some(Event::EnterList(_)) => {}
                 Some(Event::Chunk { id, size }) if &id == b"strh" => {
-                    let header = StreamHeader::parse(&walker.read_chunk(size)?)?;
+                    let header = StreamHeader::parse(
+                        &walker
+                            .read_header_chunk(size)
+                            .map_err(TranscodeError::reading_input)?,
+                    )?;
                     current_is_audio = &header.kind == b"auds";
                     pending_header = Some(header);
                 }
                 Some(Event::Chunk { id, size }) if &id == b"strf" && current_is_audio => {
-                    let format = WaveFormat::parse(&walker.read_chunk(size)?)?;
+                    let format = WaveFormat::parse(
+                        &walker
+                            .read_header_chunk(size)
+                            .map_err(TranscodeError::reading_input)?,
+                    )?;
                     if audio.is_none()
                         && let Some(header) = pending_header.take()
                     {
                         audio = Some((stream_count - 1, header, format));
                     }
                 }
-                Some(Event::Chunk { size, .. }) => walker.skip_chunk(size)?,
+                Some(Event::Chunk { size, .. }) => walker
+                    .skip_chunk(size)
+                    .map_err(TranscodeError::reading_input)?,
             }
         }
 
@@ -95,6 +138,7 @@ impl AviReader {
             walker,
             stream_tag: [stream_tag[0], stream_tag[1]],
             payload,
+            chunk: None,
             next_ts: 0,
         };
         Ok((reader, track))
@@ -102,12 +146,22 @@ impl AviReader {
 
     pub fn next_packet(&mut self) -> io::Result<Option<Packet>> {
         loop {
-            if let Payload::MpegAudio(splitter) = &mut self.payload
+            if let Payload::MpegAudio { splitter, .. } = &mut self.payload
                 && let Some((header, frame)) = splitter.next_frame()
             {
                 return Ok(Some(
                     self.packet(frame, u64::from(header.samples_per_frame())),
                 ));
+            }
+            if let Some(chunk) = &self.chunk {
+                if chunk.left == 0 {
+                    self.close_chunk()?;
+                    continue;
+                }
+                if let Some(packet) = self.read_from_chunk()? {
+                    return Ok(Some(packet));
+                }
+                continue;
             }
             let Some(event) = self.walker.next_event()? else {
                 return Ok(None);
@@ -119,20 +173,61 @@ impl AviReader {
                 self.walker.skip_chunk(size)?;
                 continue;
             }
-            let data = self.walker.read_chunk(size)?;
-            match &mut self.payload {
-                Payload::MpegAudio(splitter) => splitter.push(&data),
-                Payload::Pcm { block_align } => {
-                    let block_align = *block_align;
-                    let frames = data.len() as u64 / block_align;
-                    if frames == 0 {
-                        continue;
-                    }
-                    let usable = (frames * block_align) as usize;
-                    return Ok(Some(self.packet(data[..usable].to_vec(), frames)));
+            let present = self.walker.remaining().min(u64::from(size));
+            self.chunk = Some(OpenChunk {
+                left: present,
+                padded: size & 1 == 1,
+                truncated: present < u64::from(size),
+            });
+        }
+    }
+
+    /// Reads the next bounded piece of the open chunk: a PCM packet, or bytes for the MPEG
+    /// frame splitter (then `None`: the caller looks for whole frames again).
+    fn read_from_chunk(&mut self) -> io::Result<Option<Packet>> {
+        let chunk = self.chunk.as_mut().expect("a chunk is open");
+        match &mut self.payload {
+            Payload::Pcm {
+                block_align,
+                frames_per_packet,
+            } => {
+                let frames = (chunk.left / *block_align).min(*frames_per_packet);
+                if frames == 0 {
+                    // A partial frame at the end of the chunk carries no whole sample.
+                    self.walker.skip_bytes(chunk.left)?;
+                    chunk.left = 0;
+                    return Ok(None);
                 }
+                let len = frames * *block_align;
+                let mut data = vec![0u8; usize::try_from(len).expect("at most 64 KiB")];
+                self.walker.read_exact(&mut data)?;
+                chunk.left -= len;
+                Ok(Some(self.packet(data, frames)))
+            }
+            Payload::MpegAudio { splitter, piece } => {
+                let len = chunk.left.min(MPEG_PIECE_BYTES);
+                piece.resize(usize::try_from(len).expect("at most 16 KiB"), 0);
+                self.walker.read_exact(piece)?;
+                chunk.left -= len;
+                splitter.push(piece);
+                Ok(None)
             }
         }
+    }
+
+    /// Steps over the pad byte after a fully read chunk, or reports the file's early end.
+    fn close_chunk(&mut self) -> io::Result<()> {
+        let chunk = self.chunk.take().expect("a chunk is open");
+        if chunk.truncated {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a chunk runs past the end of the file",
+            ));
+        }
+        if chunk.padded {
+            self.walker.skip_bytes(1)?;
+        }
+        Ok(())
     }
 
     fn packet(&mut self, data: Vec<u8>, frames: u64) -> Packet {
@@ -233,7 +328,7 @@ impl WaveFormat {
                 return Err(TranscodeError::UnsupportedCodec(wave_format_name(tag)));
             }
         };
-        if let Payload::Pcm { block_align: 0 } = payload {
+        if let Payload::Pcm { block_align: 0, .. } = payload {
             return Err(TranscodeError::corrupt(
                 "the AVI audio format is incomplete",
             ));
@@ -244,24 +339,34 @@ impl WaveFormat {
             .for_codec(codec)
             .with_sample_rate(self.sample_rate)
             .with_channels(channels);
-        if let Payload::Pcm { .. } = payload {
+        if let Payload::Pcm {
+            frames_per_packet, ..
+        } = payload
+        {
             params
                 .with_bits_per_sample(u32::from(self.bits_per_sample))
                 .with_bits_per_coded_sample(u32::from(self.bits_per_sample))
-                .with_max_frames_per_packet(MAX_PCM_FRAMES_PER_PACKET);
+                .with_max_frames_per_packet(frames_per_packet);
         }
         Ok((params, payload))
     }
 
     fn pcm_payload(&self) -> Payload {
+        let block_align = u64::from(self.block_align);
         Payload::Pcm {
-            block_align: u64::from(self.block_align),
+            block_align,
+            // At least one frame: a block is at most 65535 bytes, within the byte cap.
+            frames_per_packet: (MAX_PCM_PACKET_BYTES / block_align.max(1))
+                .clamp(1, MAX_PCM_FRAMES_PER_PACKET),
         }
     }
 }
 
 fn mpeg_payload() -> Payload {
-    Payload::MpegAudio(FrameSplitter::default())
+    Payload::MpegAudio {
+        splitter: FrameSplitter::default(),
+        piece: Vec::new(),
+    }
 }
 
 fn wave_format_name(tag: u16) -> String {
@@ -325,7 +430,8 @@ impl RiffWalker {
                 let mut list_type = [0u8; 4];
                 self.reader.read_exact(&mut list_type)?;
                 self.position += 4;
-                let end = self.position - 4 + u64::from(size);
+                // A list too short to hold its own type ends where it is (no going backwards).
+                let end = (self.position - 4 + u64::from(size)).max(self.position);
                 // Only RIFF forms and the lists holding headers or stream data are entered.
                 let descend =
                     &id == b"RIFF" || matches!(&list_type, b"hdrl" | b"strl" | b"movi" | b"rec ");
@@ -340,23 +446,35 @@ impl RiffWalker {
         }
     }
 
-    fn read_chunk(&mut self, size: u32) -> io::Result<Vec<u8>> {
-        // Refuse before allocating: a forged size in a tiny file must not ask for gigabytes
-        // (found by the fuzz target in converter/fuzz).
-        if self.position + u64::from(size) > self.file_len {
+    /// Bytes between the current position and the end of the file.
+    fn remaining(&self) -> u64 {
+        self.file_len.saturating_sub(self.position)
+    }
+
+    /// Reads the first bytes of a header chunk (at most [`MAX_HEADER_CHUNK_BYTES`]) and steps
+    /// over the rest, so a stated size never sizes an allocation.
+    fn read_header_chunk(&mut self, size: u32) -> io::Result<Vec<u8>> {
+        if u64::from(size) > self.remaining() {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "a chunk runs past the end of the file",
             ));
         }
-        let mut data = vec![0u8; size as usize];
-        self.reader.read_exact(&mut data)?;
-        self.position += u64::from(size);
-        // Chunks are padded to an even length.
-        if size & 1 == 1 {
-            self.skip_to(self.position + 1)?;
-        }
+        let mut data = vec![0u8; size.min(MAX_HEADER_CHUNK_BYTES) as usize];
+        self.read_exact(&mut data)?;
+        let rest = u64::from(size) - data.len() as u64 + u64::from(size & 1);
+        self.skip_bytes(rest)?;
         Ok(data)
+    }
+
+    fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.reader.read_exact(buf)?;
+        self.position += buf.len() as u64;
+        Ok(())
+    }
+
+    fn skip_bytes(&mut self, count: u64) -> io::Result<()> {
+        self.skip_to(self.position + count)
     }
 
     fn skip_chunk(&mut self, size: u32) -> io::Result<()> {

@@ -6,6 +6,7 @@ use symphonia::core::errors::Error as SymphoniaError;
 
 use super::downmix::Mixer;
 use super::error::TranscodeError;
+use super::limits::Budget;
 use super::progress::Progress;
 use super::source::Source;
 use super::track::codec_name;
@@ -44,7 +45,10 @@ pub(crate) struct PcmDecoder<'p> {
     source: Source,
     decoder: Box<dyn AudioDecoder>,
     progress: Progress<'p>,
+    budget: Budget,
     format: Option<PcmFormat>,
+    /// Frames decoded so far, held against the duration limit.
+    frames_decoded: u64,
     layout: Option<(Channels, Mixer)>,
     good_packets: u64,
     consecutive_bad: u32,
@@ -52,13 +56,19 @@ pub(crate) struct PcmDecoder<'p> {
 }
 
 impl<'p> PcmDecoder<'p> {
-    pub fn new(source: Source, progress: Progress<'p>) -> Result<Self, TranscodeError> {
+    pub fn new(
+        source: Source,
+        progress: Progress<'p>,
+        budget: Budget,
+    ) -> Result<Self, TranscodeError> {
         let decoder = source.make_decoder()?;
         Ok(Self {
             source,
             decoder,
             progress,
+            budget,
             format: None,
+            frames_decoded: 0,
             layout: None,
             good_packets: 0,
             consecutive_bad: 0,
@@ -76,8 +86,12 @@ impl<'p> PcmDecoder<'p> {
     }
 
     /// The next non-empty block, or `None` at the end of the stream.
+    ///
+    /// Fails as soon as the audio decoded so far is longer than the budget allows, or the
+    /// conversion has run past its deadline.
     pub fn next_block(&mut self) -> Result<Option<PcmBlock>, TranscodeError> {
         loop {
+            self.budget.check_deadline()?;
             let Some(packet) = self.source.next_packet()? else {
                 if self.good_packets == 0 {
                     return Err(TranscodeError::corrupt("no audio in it could be decoded"));
@@ -113,6 +127,9 @@ impl<'p> PcmDecoder<'p> {
                     "its audio sample rate changes partway through",
                 ));
             }
+            self.frames_decoded += planes[0].len() as u64;
+            self.budget
+                .check_frames(self.frames_decoded, format.sample_rate)?;
             self.mixer_for(spec.channels()).mix(&mut planes);
             conform(&mut planes, format.channels);
             return Ok(Some(PcmBlock { planes }));

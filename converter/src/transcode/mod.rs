@@ -10,6 +10,7 @@ mod downmix;
 mod encode;
 mod error;
 mod id3;
+mod limits;
 mod mpa;
 mod opus;
 mod passthrough;
@@ -26,9 +27,11 @@ use contracts::Quality;
 use symphonia::core::codecs::audio::well_known::CODEC_ID_MP3;
 
 pub use error::TranscodeError;
+pub use limits::Limits;
 
 use decode::PcmDecoder;
 use encode::Mp3Encoder;
+use limits::Budget;
 use progress::Progress;
 use source::Source;
 
@@ -47,6 +50,8 @@ pub struct TranscodeOptions {
     pub quality: Option<Quality>,
     /// Written as the ID3v2 title (TIT2) when present and not blank.
     pub title: Option<String>,
+    /// Caps on the audio's length, the MP3's size and the time taken.
+    pub limits: Limits,
 }
 
 /// What was produced.
@@ -71,13 +76,21 @@ pub struct TranscodeReport {
 /// `input` must be seekable (MP4 files with their index at the end need it). `output` must be
 /// seekable because the LAME/Xing tag at its start is only known at the end; it is written from
 /// its current position on. `progress` receives percentages 0..=100, each at most once.
+///
+/// Fails as soon as one of `options.limits` is passed: at once when the container states a
+/// longer duration than allowed, otherwise when the decoded audio, the MP3 written or the time
+/// taken passes its limit.
 pub fn transcode<W: Write + Seek + Send>(
     input: File,
     output: &mut W,
     options: &TranscodeOptions,
     progress: &mut dyn FnMut(u8),
 ) -> Result<TranscodeReport, TranscodeError> {
+    let budget = Budget::start(options.limits);
     let source = Source::open(input)?;
+    if let Some(stated) = source.track.duration_seconds {
+        budget.check_duration(stated)?;
+    }
     let mut progress = Progress::new(progress, source.track.duration_seconds);
     progress.started();
     let id3_tag = options
@@ -87,7 +100,7 @@ pub fn transcode<W: Write + Seek + Send>(
         .unwrap_or_default();
 
     if options.quality.is_none() && source.track.params.codec == CODEC_ID_MP3 {
-        let summary = passthrough::copy_frames(source, &id3_tag, output, &mut progress)?;
+        let summary = passthrough::copy_frames(source, &id3_tag, output, &mut progress, budget)?;
         progress.finished();
         return Ok(TranscodeReport {
             duration_seconds: summary.duration_seconds,
@@ -100,7 +113,7 @@ pub fn transcode<W: Write + Seek + Send>(
     }
 
     let quality = options.quality.unwrap_or_default();
-    let mut decoder = PcmDecoder::new(source, progress)?;
+    let mut decoder = PcmDecoder::new(source, progress, budget)?;
     // The first block fixes the real rate and channel count, which containers may misstate.
     let first_block = decoder
         .next_block()?
@@ -110,7 +123,7 @@ pub fn transcode<W: Write + Seek + Send>(
 
     let (sender, receiver) = mpsc::sync_channel(PCM_QUEUE_DEPTH);
     let (decoded, encoded) = thread::scope(|scope| {
-        let encoding = scope.spawn(|| encoder.run(receiver, &id3_tag, output));
+        let encoding = scope.spawn(|| encoder.run(receiver, &id3_tag, output, budget));
         let decoded = feed(&mut decoder, first_block, &sender);
         drop(sender);
         let encoded = encoding.join().unwrap_or_else(|_| {

@@ -134,33 +134,42 @@ impl FrameHeader {
 }
 
 /// Splits an arbitrary chunking of an MPEG audio stream into whole frames.
+///
+/// Holds what was pushed and not yet returned as frames: the last push plus at most one partial
+/// frame (under 3 KB), so callers bound its memory by the size of what they push. Frames are
+/// taken from a moving start offset and the consumed bytes dropped at the next push, so
+/// splitting a large push costs time linear in its size.
 #[derive(Default)]
 pub(crate) struct FrameSplitter {
     pending: Vec<u8>,
+    /// Bytes of `pending` already returned or skipped.
+    start: usize,
 }
 
 impl FrameSplitter {
     pub fn push(&mut self, bytes: &[u8]) {
+        self.pending.drain(..self.start);
+        self.start = 0;
         self.pending.extend_from_slice(bytes);
     }
 
     /// The next whole frame, skipping garbage between frames; `None` until more bytes arrive.
     pub fn next_frame(&mut self) -> Option<(FrameHeader, Vec<u8>)> {
-        let mut start = 0;
-        while start + 4 <= self.pending.len() {
-            let header_bytes = self.pending[start..start + 4].try_into().expect("4 bytes");
+        let mut at = self.start;
+        while at + 4 <= self.pending.len() {
+            let header_bytes = self.pending[at..at + 4].try_into().expect("4 bytes");
             match FrameHeader::parse(header_bytes) {
-                Some(header) if start + header.frame_len() <= self.pending.len() => {
-                    let end = start + header.frame_len();
-                    let frame = self.pending[start..end].to_vec();
-                    self.pending.drain(..end);
+                Some(header) if at + header.frame_len() <= self.pending.len() => {
+                    let end = at + header.frame_len();
+                    let frame = self.pending[at..end].to_vec();
+                    self.start = end;
                     return Some((header, frame));
                 }
                 Some(_) => break,
-                None => start += 1,
+                None => at += 1,
             }
         }
-        self.pending.drain(..start);
+        self.start = at;
         None
     }
 }
@@ -354,6 +363,28 @@ mod tests {
             }
         }
         assert_eq!(frames, vec![frame.clone(), frame]);
+    }
+
+    #[test]
+    fn splitter_takes_many_frames_from_one_push_and_keeps_only_the_partial_one() {
+        let header = FrameHeader::parse(MP3_128K).unwrap();
+        let mut frame = MP3_128K.to_vec();
+        frame.resize(header.frame_len(), 0x22);
+        let mut splitter = FrameSplitter::default();
+        splitter.push(&[&frame.repeat(1000)[..], &frame[..100]].concat());
+        let mut count = 0;
+        while let Some((_, bytes)) = splitter.next_frame() {
+            assert_eq!(bytes, frame);
+            count += 1;
+        }
+        assert_eq!(count, 1000);
+        splitter.push(&frame[100..]);
+        assert_eq!(
+            splitter.pending.len(),
+            frame.len(),
+            "consumed bytes are dropped"
+        );
+        assert_eq!(splitter.next_frame().map(|(_, bytes)| bytes), Some(frame));
     }
 
     #[test]

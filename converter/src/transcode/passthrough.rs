@@ -4,6 +4,7 @@
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 
 use super::error::TranscodeError;
+use super::limits::Budget;
 use super::mpa::{FrameHeader, FrameIndex, FrameSplitter, info_frame};
 use super::progress::Progress;
 use super::source::Source;
@@ -21,11 +22,15 @@ pub(crate) struct PassthroughSummary {
 /// The Xing/Info frame is written as a placeholder first and rewritten at the end with the
 /// frame count, seek table and the source's encoder delay/padding, which keeps players'
 /// durations exact for VBR sources.
+///
+/// Stops as soon as the copied audio is longer, or the file would be larger, than `budget`
+/// allows, or the deadline has passed.
 pub(crate) fn copy_frames<W: Write + Seek>(
     mut source: Source,
     id3_tag: &[u8],
     output: &mut W,
     progress: &mut Progress<'_>,
+    budget: Budget,
 ) -> Result<PassthroughSummary, TranscodeError> {
     let start = output.stream_position()?;
     output.write_all(id3_tag)?;
@@ -41,6 +46,7 @@ pub(crate) fn copy_frames<W: Write + Seek>(
 
     let mut writer = BufWriter::with_capacity(64 * 1024, &mut *output);
     while let Some(packet) = source.next_packet()? {
+        budget.check_deadline()?;
         progress.at_seconds(source.track.seconds_at(packet.pts));
         splitter.push(&packet.data);
         while let Some((header, frame)) = splitter.next_frame() {
@@ -61,6 +67,8 @@ pub(crate) fn copy_frames<W: Write + Seek>(
             index.push(frames_bytes);
             frames_bytes += frame.len() as u64;
             samples += u64::from(header.samples_per_frame());
+            budget.check_frames(samples, template.sample_rate)?;
+            budget.check_output(id3_tag.len() as u64 + info_len + frames_bytes)?;
             writer.write_all(&frame)?;
         }
     }

@@ -1,5 +1,15 @@
 //! Opening the input: recognising the container, choosing the audio track, and reading its
 //! packets, with symphonia's errors translated into [`TranscodeError`]s a user can act on.
+//!
+//! Memory. Our AVI reader never sizes a buffer by a length the file states (see [`super::avi`]).
+//! Symphonia's demuxers bound some of theirs: WAV and AIFF audio comes in packets of at most 1152
+//! frames, an Ogg packet is at most 16 MiB, FLAC frames and ALAC frames (at most 65536 samples)
+//! are bounded by their formats, and every whole-structure read (`read_boxed_slice_exact`) grows
+//! in steps from 4 MB as bytes actually arrive, so a forged length in a small file costs at most
+//! about twice the bytes really there. What they read whole is bounded only by the file's size:
+//! an MP4 sample, a Matroska block or frame, a CAF magic cookie, a WAV `LIST`/`INFO` chunk. A
+//! packet over [`MAX_PACKET_BYTES`] is refused as soon as it arrives, before it is decoded (the
+//! decoded samples would take two to eight times its size) or copied.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -28,6 +38,10 @@ static CODECS: LazyLock<CodecRegistry> = LazyLock::new(|| {
     registry.register_audio_decoder::<super::opus::OpusDecoder>();
     registry
 });
+
+/// The largest packet decoded or copied. Codec packets are kilobytes (a second of 8-channel
+/// 32-bit PCM at 192 kHz is 6 MiB); symphonia's Ogg reader uses the same cap.
+pub(crate) const MAX_PACKET_BYTES: usize = 16 * 1024 * 1024;
 
 /// A container ending early is only "end of stream" this close to its stated duration.
 const END_OF_STREAM_TOLERANCE: f64 = 0.98;
@@ -84,6 +98,13 @@ impl Source {
             },
         };
         match result {
+            Ok(Some(packet)) if packet.data.len() > MAX_PACKET_BYTES => {
+                Err(TranscodeError::corrupt(format!(
+                    "it holds a block of audio data of {} MiB, more than the {} MiB a block may have",
+                    packet.data.len() >> 20,
+                    MAX_PACKET_BYTES >> 20
+                )))
+            }
             Ok(Some(packet)) => {
                 self.packets_read += 1;
                 if let Some(seconds) = self.track.seconds_at(packet.pts) {
@@ -97,7 +118,7 @@ impl Source {
             Err(SymphoniaError::IoError(error)) if error.kind() == io::ErrorKind::UnexpectedEof => {
                 self.end_early()
             }
-            Err(SymphoniaError::IoError(error)) => Err(TranscodeError::Io(error)),
+            Err(SymphoniaError::IoError(error)) => Err(TranscodeError::reading_input(error)),
             Err(error) => {
                 tracing::warn!(%error, "demuxing failed");
                 Err(TranscodeError::corrupt("its audio data could not be read"))
@@ -160,7 +181,7 @@ fn probe(file: File, magic: &[u8]) -> Result<Box<dyn FormatReader>, TranscodeErr
             MetadataOptions::default(),
         )
         .map_err(|error| match (error, container_name(magic)) {
-            (SymphoniaError::IoError(error), _) if error.kind() != io::ErrorKind::UnexpectedEof => {
+            (SymphoniaError::IoError(error), _) if error.raw_os_error().is_some() => {
                 TranscodeError::Io(error)
             }
             // A recognisable container that cannot be opened is damaged, not foreign.

@@ -1,5 +1,6 @@
 //! The worker's settings, from environment variables.
 
+use crate::transcode::Limits;
 use platform::SecretUrl;
 use platform::config::{self, ConfigError, defaults};
 use std::net::SocketAddr;
@@ -21,6 +22,9 @@ pub struct Settings {
     /// `CONVERTER_TEMP_DIR`: where videos and MP3s are spilled while converting. Default: the
     /// system temp dir.
     pub temp_dir: Option<PathBuf>,
+    /// `MAX_AUDIO_DURATION` (default `6h`), `MAX_MP3_BYTES` (default 1 GiB) and
+    /// `CONVERSION_DEADLINE` (default `2h`): a job passing one fails with the limit named.
+    pub limits: Limits,
 }
 
 /// Default retry schedule: four retries over about ten minutes.
@@ -57,6 +61,7 @@ impl Settings {
                 &DEFAULT_RETRY_DELAYS,
             )?,
             temp_dir: config::optional("CONVERTER_TEMP_DIR")?,
+            limits: limits_from_env()?,
         })
     }
 
@@ -70,6 +75,81 @@ impl Settings {
             concurrency: 2,
             retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
             temp_dir: None,
+            limits: Limits::default(),
         }
+    }
+}
+
+/// The conversion limits: `MAX_AUDIO_DURATION` and `CONVERSION_DEADLINE` (durations such as
+/// `90m` or `6h`; a bare number is seconds) and `MAX_MP3_BYTES`. None may be zero.
+pub fn limits_from_env() -> Result<Limits, ConfigError> {
+    let limits = Limits {
+        max_audio_duration: config::duration_or(
+            "MAX_AUDIO_DURATION",
+            Limits::DEFAULT_MAX_AUDIO_DURATION,
+        )?,
+        max_mp3_bytes: config::or_default("MAX_MP3_BYTES", Limits::DEFAULT_MAX_MP3_BYTES)?,
+        deadline: config::duration_or("CONVERSION_DEADLINE", Limits::DEFAULT_DEADLINE)?,
+    };
+    let zero = |name: &str| ConfigError::new(name, "0", "must be more than zero");
+    if limits.max_audio_duration.is_zero() {
+        return Err(zero("MAX_AUDIO_DURATION"));
+    }
+    if limits.max_mp3_bytes == 0 {
+        return Err(zero("MAX_MP3_BYTES"));
+    }
+    if limits.deadline.is_zero() {
+        return Err(zero("CONVERSION_DEADLINE"));
+    }
+    Ok(limits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sets `vars`, reads the limits, and unsets them again.
+    fn limits_with(vars: &[(&str, &str)]) -> Result<Limits, ConfigError> {
+        // SAFETY: only these tests touch these variables, and each sets and clears them within
+        // one call; nothing else of the library reads them in its unit tests.
+        unsafe {
+            for (name, value) in vars {
+                std::env::set_var(name, value);
+            }
+        }
+        let limits = limits_from_env();
+        unsafe {
+            for (name, _) in vars {
+                std::env::remove_var(name);
+            }
+        }
+        limits
+    }
+
+    #[test]
+    fn limits_read_durations_and_bytes_and_refuse_zero() {
+        let limits = limits_with(&[
+            ("MAX_AUDIO_DURATION", "90m"),
+            ("MAX_MP3_BYTES", "500000000"),
+            ("CONVERSION_DEADLINE", "45"),
+        ])
+        .unwrap();
+        assert_eq!(limits.max_audio_duration, Duration::from_secs(90 * 60));
+        assert_eq!(limits.max_mp3_bytes, 500_000_000);
+        assert_eq!(limits.deadline, Duration::from_secs(45));
+
+        assert_eq!(limits_with(&[]).unwrap(), Limits::default());
+
+        for name in ["MAX_AUDIO_DURATION", "MAX_MP3_BYTES", "CONVERSION_DEADLINE"] {
+            let line = limits_with(&[(name, "0")]).unwrap_err().to_string();
+            assert!(
+                line.starts_with(&format!("invalid value for {name}")),
+                "{line}"
+            );
+        }
+        let line = limits_with(&[("MAX_AUDIO_DURATION", "six hours")])
+            .unwrap_err()
+            .to_string();
+        assert!(line.contains("MAX_AUDIO_DURATION"), "{line}");
     }
 }
