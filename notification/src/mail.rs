@@ -207,7 +207,12 @@ pub fn advice(failed: &ConversionFailed) -> String {
             .to_owned();
     }
     let reason = failed.reason.to_lowercase();
-    if reason.contains("no audio") {
+    if reason.contains(" limit") {
+        // The converter's caps (duration, MP3 size, time) name themselves in the reason.
+        "The file is beyond what this service converts in one job. Please split it into shorter \
+         parts, or choose a lower quality, and upload them."
+            .to_owned()
+    } else if reason.contains("no audio") {
         "The file has no sound to convert. Please upload a video or audio file that has an audio \
          track (check that it plays with sound on your computer)."
             .to_owned()
@@ -442,6 +447,15 @@ mod tests {
             "the file is corrupt or truncated: x",
         );
         assert!(advice(&corrupt).contains("upload it again"));
+
+        for over in [
+            "the audio is longer than the 6 h limit",
+            "the MP3 would be larger than the 1 GiB limit",
+            "converting it took longer than the 2 h limit",
+        ] {
+            let advice = advice(&failed(FailureKind::Unconvertible, over));
+            assert!(advice.contains("shorter parts"), "{over}: {advice}");
+        }
 
         let ours = failed(
             FailureKind::RetriesExhausted,
