@@ -342,6 +342,106 @@ impl RabbitBus {
         result.map(|()| moved)
     }
 
+    /// Up to `limit` messages of the dead-letter queue, oldest first, as they are: peeked, not
+    /// taken (closing the channel puts them back in order).
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        let connection = self.connect().await?;
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        let waiting = self.declare_dead_letter_queue(&channel).await?;
+        let mut seen = Vec::new();
+        let result = async {
+            while seen.len() < limit.min(waiting as usize) {
+                let Some(message) = channel
+                    .basic_get(
+                        self.topology.dead_letter_queue.as_str().into(),
+                        BasicGetOptions::default(),
+                    )
+                    .await
+                    .map_err(unavailable)?
+                else {
+                    break;
+                };
+                seen.push(DeadLetter::of(&message.delivery));
+            }
+            Ok::<(), BusError>(())
+        }
+        .await;
+        let _ = channel.close(200, "peeked".into()).await;
+        let _ = connection.close(200, "peeked".into()).await;
+        result.map(|()| seen)
+    }
+
+    /// Moves the dead-lettered messages that died in `queue` (this service's) back into it, each
+    /// with its attempts counted from 1 again; the other services' dead letters stay where they
+    /// are. Returns how many moved.
+    pub async fn redrive_dead_letters(&self, queue: &str) -> Result<u64, BusError> {
+        let connection = self.connect().await?;
+        let channel = self.confirm_channel(&connection).await?;
+        let queue = self.topology.queue(queue);
+        let waiting = self.declare_dead_letter_queue(&channel).await?;
+        let mut moved = 0u64;
+        let result = async {
+            for _ in 0..waiting {
+                let Some(message) = channel
+                    .basic_get(
+                        self.topology.dead_letter_queue.as_str().into(),
+                        BasicGetOptions::default(),
+                    )
+                    .await
+                    .map_err(unavailable)?
+                else {
+                    break;
+                };
+                let delivery = message.delivery;
+                if DeadLetter::of(&delivery).queue.as_deref() != Some(queue.as_str()) {
+                    // Another service's: left unacknowledged, it returns when the channel closes.
+                    continue;
+                }
+                let mut headers = delivery
+                    .properties
+                    .headers()
+                    .as_ref()
+                    .map(|h| h.inner().clone())
+                    .unwrap_or_default();
+                for name in [
+                    "x-death",
+                    "x-first-death-queue",
+                    "x-first-death-reason",
+                    "x-first-death-exchange",
+                ] {
+                    headers.remove(name);
+                }
+                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+                let properties = delivery.properties.clone().with_headers(headers.into());
+                publish_confirmed(&channel, "", &queue, &delivery.data, properties, true).await?;
+                delivery
+                    .ack(BasicAckOptions::default())
+                    .await
+                    .map_err(unavailable)?;
+                moved += 1;
+            }
+            Ok::<(), BusError>(())
+        }
+        .await;
+        let _ = channel.close(200, "re-drive done".into()).await;
+        let _ = connection.close(200, "re-drive done".into()).await;
+        tracing::info!(%queue, moved, "dead letters re-driven");
+        result.map(|()| moved)
+    }
+
+    /// Declares the dead-letter queue (idempotent) and says how many messages wait in it.
+    async fn declare_dead_letter_queue(&self, channel: &Channel) -> Result<u32, BusError> {
+        Ok(channel
+            .queue_declare(
+                self.topology.dead_letter_queue.as_str().into(),
+                QueueDeclareOptions::durable(),
+                self.topology.queue_arguments(),
+            )
+            .await
+            .map_err(unavailable)?
+            .message_count())
+    }
+
     /// One consuming session on one connection; returns when the connection breaks or on shutdown.
     async fn consume_once(
         &self,
@@ -449,6 +549,45 @@ async fn declare_exchanges(channel: &Channel, topology: &Topology) -> Result<(),
 
 fn unavailable(e: lapin::Error) -> BusError {
     BusError::Unavailable(e.to_string())
+}
+
+/// A dead-lettered message as an operator sees it: where and why it died, and which event it is
+/// (read leniently: a dead letter may be anything, even undecodable bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The queue it was dead-lettered from (RabbitMQ's `x-first-death-queue`).
+    pub queue: Option<String>,
+    /// `rejected` (a consumer gave up on it), `expired`, `maxlen`, `delivery_limit`.
+    pub reason: Option<String>,
+    pub event_type: Option<String>,
+    pub job_id: Option<String>,
+    pub event_id: Option<String>,
+    pub bytes: usize,
+}
+
+impl DeadLetter {
+    fn of(delivery: &Delivery) -> Self {
+        let text = |name: &str| match delivery.properties.headers().as_ref()?.inner().get(name)? {
+            AMQPValue::LongString(value) => Some(value.to_string()),
+            AMQPValue::ShortString(value) => Some(value.to_string()),
+            _ => None,
+        };
+        let json: Option<serde_json::Value> = serde_json::from_slice(&delivery.data).ok();
+        let field = |name: &str| {
+            json.as_ref()
+                .and_then(|v| v.get(name))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        Self {
+            queue: text("x-first-death-queue"),
+            reason: text("x-first-death-reason"),
+            event_type: field("event_type"),
+            job_id: field("job_id"),
+            event_id: field("event_id"),
+            bytes: delivery.data.len(),
+        }
+    }
 }
 
 fn header_u32(delivery: &Delivery, name: &str) -> Option<u32> {

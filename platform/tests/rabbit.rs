@@ -570,3 +570,88 @@ async fn redriving_into_a_missing_queue_is_refused() {
     let err = bus.redrive_parked("nobody").await.unwrap_err();
     assert!(err.to_string().contains("nobody"), "{err}");
 }
+
+/// Operators list the dead-letter queue without changing it, and each service re-drives only what
+/// died in its own queue, with its retries counted afresh.
+#[tokio::test]
+async fn dead_letters_are_listed_in_place_and_re_driven_into_the_queue_they_died_in() {
+    let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
+    let mine = Subscription::new("svc", &["conversion.progress"]).with_retry_delays(vec![]);
+    let theirs = Subscription::new("other", &["conversion.progress"]).with_retry_delays(vec![]);
+    declare(&bus, &mine).await;
+    declare(&bus, &theirs).await;
+    let event = progress_event();
+    bus.publish(&event).await.unwrap();
+
+    // Both consumers give up at once: one dead letter from each queue.
+    let failing = || {
+        Arc::new(Recorder {
+            failures: u32::MAX,
+            seen: Mutex::default(),
+            exhausted: Mutex::default(),
+        })
+    };
+    let (mine_handler, theirs_handler) = (failing(), failing());
+    let (stop_mine, mine_task) = start(&bus, mine, mine_handler.clone());
+    let (stop_theirs, theirs_task) = start(&bus, theirs, theirs_handler.clone());
+    wait_until("both give up", Duration::from_secs(15), || {
+        !mine_handler.exhausted.lock().unwrap().is_empty()
+            && !theirs_handler.exhausted.lock().unwrap().is_empty()
+    })
+    .await;
+    stop_mine.cancel();
+    stop_theirs.cancel();
+    mine_task.await.unwrap();
+    theirs_task.await.unwrap();
+    let mut letters = Vec::new();
+    for _ in 0..50 {
+        letters = bus.dead_letters(100).await.unwrap();
+        if letters.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let topology = bus.topology().clone();
+    let mut queues: Vec<_> = letters.iter().filter_map(|l| l.queue.clone()).collect();
+    queues.sort();
+    assert_eq!(queues, [topology.queue("other"), topology.queue("svc")]);
+    for letter in &letters {
+        assert_eq!(letter.reason.as_deref(), Some("rejected"));
+        assert_eq!(letter.event_type.as_deref(), Some("conversion.progress"));
+        assert_eq!(letter.event_id, Some(event.event_id.to_string()));
+    }
+    let listing = platform::redrive::describe(&letters);
+    assert!(listing.starts_with("2 dead letter(s)"), "{listing}");
+    assert_eq!(
+        bus.dead_letters(100).await.unwrap().len(),
+        2,
+        "listing took nothing"
+    );
+
+    assert_eq!(bus.redrive_dead_letters("svc").await.unwrap(), 1);
+    let connection = bus.open_connection().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    assert_eq!(depth(&channel, &topology.queue("svc")).await, 1);
+    assert_eq!(depth(&channel, &topology.dead_letter_queue).await, 1);
+    let remaining = bus.dead_letters(100).await.unwrap();
+    assert_eq!(remaining[0].queue, Some(topology.queue("other")));
+    let back = channel
+        .basic_get(
+            topology.queue("svc").as_str().into(),
+            BasicGetOptions::default(),
+        )
+        .await
+        .unwrap()
+        .expect("the re-driven event");
+    assert_eq!(
+        Envelope::from_json(&back.delivery.data).unwrap().event_id,
+        event.event_id
+    );
+    let headers = back.delivery.properties.headers().clone().unwrap();
+    assert!(matches!(
+        headers.inner().get("x-attempt"),
+        Some(AMQPValue::LongUInt(1))
+    ));
+    assert!(headers.inner().get("x-death").is_none());
+}
