@@ -16,6 +16,9 @@
 
 mod backends;
 mod configuration;
+mod spill;
+
+use spill::SpillSpace;
 
 pub use backends::Backends;
 pub use configuration::{Settings, limits_from_env};
@@ -34,7 +37,6 @@ use platform::health::{Health, probe};
 use serde_json::json;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,7 +99,8 @@ impl Application {
         let handler = Arc::new(JobHandler {
             bus: bus.clone(),
             blobs,
-            temp_dir: settings.temp_dir.clone(),
+            spill: SpillSpace::open(settings.temp_dir.as_deref(), settings.temp_budget_bytes)
+                .map_err(|e| anyhow::anyhow!("cannot use CONVERTER_TEMP_DIR: {e}"))?,
             limits: settings.limits,
             jobs_in_flight: Default::default(),
         });
@@ -182,7 +185,7 @@ impl From<std::io::Error> for JobError {
 struct JobHandler {
     bus: Arc<dyn EventBus>,
     blobs: Arc<dyn BlobStore>,
-    temp_dir: Option<PathBuf>,
+    spill: SpillSpace,
     limits: Limits,
     /// One lock per job being converted: a duplicate delivery of the same job (at-least-once)
     /// waits for the first, then finds its MP3 and re-announces the same success event.
@@ -215,10 +218,7 @@ impl JobHandler {
     }
 
     fn temp_file(&self) -> std::io::Result<tempfile::NamedTempFile> {
-        match &self.temp_dir {
-            Some(dir) => tempfile::NamedTempFile::new_in(dir),
-            None => tempfile::NamedTempFile::new(),
-        }
+        self.spill.file()
     }
 
     async fn publish(&self, envelope: &Envelope) -> Result<(), JobError> {
@@ -272,6 +272,23 @@ impl JobHandler {
         self.publish(&started).await?;
 
         let clock = Instant::now();
+        let video_bytes = self
+            .blobs
+            .info(Bucket::Videos, &job.video_file_id)
+            .await?
+            .ok_or(BlobError::NotFound)?
+            .length;
+        // Room for the video and the largest MP3 this job may write, held until both are gone.
+        let _room = self
+            .spill
+            .reserve(video_bytes.saturating_add(self.limits.max_mp3_bytes))
+            .await
+            .map_err(|e| {
+                JobError::Permanent(format!(
+                    "the file is too large for the converter's temporary space ({})",
+                    binary_size(e.budget)
+                ))
+            })?;
         let video = self.download_video(&job.video_file_id).await?;
         let downloaded_in = clock.elapsed();
         let (output, report) = self.transcode_with_progress(delivery, job, video).await?;
@@ -438,6 +455,17 @@ fn success_event_of(delivery: &Delivered, job: &JobSubmitted, mp3: &BlobInfo) ->
 
 /// The id of the failure event of one job submission, the same for every delivery of it: a
 /// duplicate delivery re-announces the same failure, which is then stored and mailed once.
+/// `5 GiB`, `4 MiB`: sizes of configured budgets, as operators write them.
+fn binary_size(bytes: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const GIB: u64 = 1 << 30;
+    if bytes >= GIB {
+        format!("{:.1} GiB", bytes as f64 / GIB as f64).replace(".0 ", " ")
+    } else {
+        format!("{} MiB", bytes.div_ceil(MIB))
+    }
+}
+
 fn failure_event_id(submitted_event_id: uuid::Uuid, kind: FailureKind) -> uuid::Uuid {
     let name = match kind {
         FailureKind::Unconvertible => "conversion.failed/unconvertible",

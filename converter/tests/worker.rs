@@ -305,6 +305,34 @@ async fn audio_longer_than_the_limit_fails_at_once_with_the_limit_named() {
     assert_eq!(h.mp3s_of(submitted.job_id).await, 0);
 }
 
+/// The jobs in flight share a budget of temporary space; a job that could never fit in it fails
+/// at once instead of filling the disk.
+#[tokio::test]
+async fn a_job_larger_than_the_temporary_space_fails_at_once_with_the_reason() {
+    let h = start_with(None, |settings| {
+        settings.temp_budget_bytes = 4 * 1024 * 1024;
+        settings.limits.max_mp3_bytes = 8 * 1024 * 1024;
+    })
+    .await;
+    let (video, size) = upload_fixture(&h.blobs, "mp4_aac_moov_end.mp4").await;
+    let submitted = job(&video, size, "big.mp4");
+    h.bus.publish(&submitted).await.unwrap();
+
+    let events = h
+        .probe
+        .wait_for(submitted.job_id, "failure", |e| e.iter().any(is_terminal))
+        .await;
+    let JobEvent::ConversionFailed(failed) = &events.last().unwrap().event else {
+        panic!("expected failure, got {:?}", events.last().unwrap().event);
+    };
+    assert_eq!(failed.kind, FailureKind::Unconvertible);
+    assert_eq!(
+        failed.reason,
+        "the file is too large for the converter's temporary space (4 MiB)"
+    );
+    assert_eq!(h.mp3s_of(submitted.job_id).await, 0);
+}
+
 #[tokio::test]
 async fn random_bytes_and_a_missing_video_fail_with_readable_reasons() {
     let h = start(None).await;

@@ -1,5 +1,6 @@
 //! The worker's settings, from environment variables.
 
+use super::spill::DEFAULT_BUDGET_BYTES;
 use crate::transcode::Limits;
 use platform::SecretUrl;
 use platform::config::{self, ConfigError, defaults};
@@ -22,6 +23,9 @@ pub struct Settings {
     /// `CONVERTER_TEMP_DIR`: where videos and MP3s are spilled while converting. Default: the
     /// system temp dir.
     pub temp_dir: Option<PathBuf>,
+    /// `CONVERTER_TEMP_BUDGET`: bytes of temporary space the jobs in flight may use together
+    /// (each reserves its video plus the largest MP3 it may write; default 5 GiB).
+    pub temp_budget_bytes: u64,
     /// `MAX_AUDIO_DURATION` (default `6h`), `MAX_MP3_BYTES` (default 1 GiB) and
     /// `CONVERSION_DEADLINE` (default `2h`): a job passing one fails with the limit named.
     pub limits: Limits,
@@ -61,6 +65,7 @@ impl Settings {
                 &DEFAULT_RETRY_DELAYS,
             )?,
             temp_dir: config::optional("CONVERTER_TEMP_DIR")?,
+            temp_budget_bytes: positive_bytes("CONVERTER_TEMP_BUDGET", DEFAULT_BUDGET_BYTES)?,
             limits: limits_from_env()?,
         })
     }
@@ -75,8 +80,16 @@ impl Settings {
             concurrency: 2,
             retry_delays: vec![Duration::from_millis(200), Duration::from_millis(400)],
             temp_dir: None,
+            temp_budget_bytes: DEFAULT_BUDGET_BYTES,
             limits: Limits::default(),
         }
+    }
+}
+
+fn positive_bytes(name: &str, default: u64) -> Result<u64, ConfigError> {
+    match config::or_default(name, default)? {
+        0 => Err(ConfigError::new(name, "0", "must be more than zero")),
+        bytes => Ok(bytes),
     }
 }
 
