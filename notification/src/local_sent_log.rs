@@ -9,7 +9,7 @@
 use crate::sent_log::{Claim, ClaimResult, Delivery, Finished, SentLog, SentLogError};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::fs::{File, OpenOptions};
@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 /// File name of the log inside its directory.
 pub const SENT_FILE: &str = "sent.jsonl";
+/// The jobs their owners deleted: one JSON job id per line, appended and fsynced.
+pub const DELETED_FILE: &str = "deleted.jsonl";
 
 /// One line of the file: the whole row after a change.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +49,8 @@ impl Row {
 struct State {
     file: File,
     rows: HashMap<Uuid, Row>,
+    deleted_file: File,
+    deleted: HashSet<Uuid>,
     /// Claims in progress: event id → (job id, token, when).
     claims: HashMap<Uuid, (Uuid, Uuid, Instant)>,
 }
@@ -123,6 +127,22 @@ impl LocalSentLog {
             .open(&path)
             .await
             .map_err(|e| unavailable(&path, e))?;
+        let deleted_path = dir.join(DELETED_FILE);
+        let deleted = match tokio::fs::read(&deleted_path).await {
+            Ok(bytes) => bytes
+                .split(|b| *b == b'\n')
+                // An unfinished last line was never acknowledged: its deletion is delivered again.
+                .filter_map(|line| serde_json::from_slice::<Uuid>(line).ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => HashSet::new(),
+            Err(e) => return Err(unavailable(&deleted_path, e)),
+        };
+        let deleted_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&deleted_path)
+            .await
+            .map_err(|e| unavailable(&deleted_path, e))?;
         Ok(Self {
             dir,
             path,
@@ -130,6 +150,8 @@ impl LocalSentLog {
             state: Mutex::new(State {
                 file,
                 rows,
+                deleted_file,
+                deleted,
                 claims: HashMap::new(),
             }),
         })
@@ -155,6 +177,32 @@ impl LocalSentLog {
 
 #[async_trait]
 impl SentLog for LocalSentLog {
+    async fn record_deleted(&self, job_id: Uuid) -> Result<(), SentLogError> {
+        let mut state = self.state.lock().await;
+        if state.deleted.contains(&job_id) {
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&job_id).expect("a UUID serialises");
+        line.push(b'\n');
+        let path = self.dir.join(DELETED_FILE);
+        state
+            .deleted_file
+            .write_all(&line)
+            .await
+            .map_err(|e| unavailable(&path, e))?;
+        state
+            .deleted_file
+            .sync_data()
+            .await
+            .map_err(|e| unavailable(&path, e))?;
+        state.deleted.insert(job_id);
+        Ok(())
+    }
+
+    async fn is_deleted(&self, job_id: Uuid) -> Result<bool, SentLogError> {
+        Ok(self.state.lock().await.deleted.contains(&job_id))
+    }
+
     async fn claim(&self, event_id: Uuid, job_id: Uuid) -> Result<ClaimResult, SentLogError> {
         let mut state = self.state.lock().await;
         if let Some(row) = state.rows.get(&event_id) {
@@ -238,6 +286,24 @@ impl SentLog for LocalSentLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn deletions_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (deleted, kept) = (Uuid::now_v7(), Uuid::now_v7());
+        {
+            let log = LocalSentLog::open(dir.path(), Duration::from_secs(60))
+                .await
+                .unwrap();
+            log.record_deleted(deleted).await.unwrap();
+            log.record_deleted(deleted).await.unwrap();
+        }
+        let log = LocalSentLog::open(dir.path(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(log.is_deleted(deleted).await.unwrap());
+        assert!(!log.is_deleted(kept).await.unwrap());
+    }
 
     const LEASE: Duration = Duration::from_secs(60);
 

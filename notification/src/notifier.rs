@@ -52,6 +52,15 @@ impl Notifier {
     }
 
     async fn notify(&self, envelope: &Envelope, outcome: mail::Outcome<'_>) -> Outcome {
+        match self.sent_log.is_deleted(envelope.job_id).await {
+            Err(e) => return Outcome::Retry(e.to_string()),
+            Ok(true) => {
+                tracing::info!("the owner deleted the job; no mail about it");
+                metrics::counter!("emails_total", "outcome" => "skipped_deleted").increment(1);
+                return Outcome::Done;
+            }
+            Ok(false) => {}
+        }
         loop {
             match self
                 .sent_log
@@ -200,6 +209,14 @@ pub fn announcement(
 impl EventHandler for Notifier {
     async fn handle(&self, delivery: &Delivered) -> Outcome {
         let envelope = &delivery.envelope;
+        if let JobEvent::JobDeleted(_) = &envelope.event {
+            // Remembered so that an outcome arriving later (a conversion that was already
+            // running, or failed on the deleted video) is not mailed to someone who deleted it.
+            return match self.sent_log.record_deleted(envelope.job_id).await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::Retry(e.to_string()),
+            };
+        }
         let Some(outcome) = mail::Outcome::of(&envelope.event) else {
             tracing::debug!(
                 event_type = envelope.event_type(),

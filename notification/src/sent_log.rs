@@ -18,6 +18,8 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub const SENT_COLLECTION: &str = "sent";
+/// The collection of deleted jobs (beside [`SENT_COLLECTION`]).
+pub const DELETED_COLLECTION: &str = "deleted_jobs";
 /// MongoDB's duplicate key error.
 const DUPLICATE_KEY: i32 = 11000;
 
@@ -87,6 +89,12 @@ pub trait SentLog: Send + Sync + 'static {
 
     /// Readiness: `Ok` when the store answers.
     async fn check(&self) -> Result<(), SentLogError>;
+
+    /// Records that the owner deleted `job_id` (idempotent): no mail about it goes out any more.
+    async fn record_deleted(&self, job_id: Uuid) -> Result<(), SentLogError>;
+
+    /// Whether the owner deleted `job_id`.
+    async fn is_deleted(&self, job_id: Uuid) -> Result<bool, SentLogError>;
 }
 
 /// The sent log in a MongoDB collection.
@@ -94,6 +102,8 @@ pub trait SentLog: Send + Sync + 'static {
 pub struct MongoSentLog {
     client: Client,
     sent: Collection<Document>,
+    /// `deleted_jobs`: the jobs their owners deleted, by id.
+    deleted: Collection<Document>,
     lease: Duration,
 }
 
@@ -102,9 +112,11 @@ impl MongoSentLog {
     /// than `lease` are taken over.
     pub fn new(client: &Client, database: &str, lease: Duration) -> Self {
         let sent = client.database(database).collection(SENT_COLLECTION);
+        let deleted = client.database(database).collection(DELETED_COLLECTION);
         Self {
             client: client.clone(),
             sent,
+            deleted,
             lease,
         }
     }
@@ -151,6 +163,24 @@ impl MongoSentLog {
 
 #[async_trait]
 impl SentLog for MongoSentLog {
+    async fn record_deleted(&self, job_id: Uuid) -> Result<(), SentLogError> {
+        let row = doc! {"_id": job_id.to_string(), "at": bson::DateTime::now()};
+        match self.deleted.insert_one(row).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn is_deleted(&self, job_id: Uuid) -> Result<bool, SentLogError> {
+        let found = self
+            .deleted
+            .find_one(doc! {"_id": job_id.to_string()})
+            .await
+            .map_err(unavailable)?;
+        Ok(found.is_some())
+    }
+
     async fn claim(&self, event_id: Uuid, job_id: Uuid) -> Result<ClaimResult, SentLogError> {
         let token = Uuid::new_v4();
         // Each round either decides or saw the row change under it (a release or a takeover

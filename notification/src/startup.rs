@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The durable queue this service consumes.
 pub const QUEUE: &str = "notification";
-/// The outcomes announced by mail.
-pub const EVENT_TYPES: [&str; 2] = ["conversion.succeeded", "conversion.failed"];
+/// The outcomes announced by mail, and the deletions that cancel them.
+pub const EVENT_TYPES: [&str; 3] = ["conversion.succeeded", "conversion.failed", "job.deleted"];
 
 /// What this service consumes, with the configured prefetch and retry delays.
 pub fn subscription(settings: &Settings) -> Subscription {

@@ -411,3 +411,33 @@ async fn an_invalid_owner_address_fails_without_mail_or_retries() {
     }
     app.stop().await;
 }
+
+/// An owner who deleted a job gets no mail about it, even when the conversion ends afterwards
+/// (it was already running, or failed on the deleted video).
+#[tokio::test]
+async fn no_mail_goes_out_about_a_job_its_owner_deleted() {
+    let harness = Harness::new().await;
+    let app = harness.start(test_settings()).await;
+    let recipient = unique_recipient("deleted");
+    let outcome = succeeded(&recipient, "deleted.mp4");
+    let deleted = contracts::Envelope::new(
+        outcome.job_id,
+        "gateway",
+        JobEvent::JobDeleted(contracts::events::JobDeleted {
+            owner_id: "42".into(),
+        }),
+    );
+    harness.publish(&deleted).await;
+    // The deletion is consumed first (one queue, in order), then the outcome.
+    harness.publish(&outcome).await;
+    harness.assert_no_announcement(Duration::from_secs(3)).await;
+    assert!(mails_to(&mail_dir(), &recipient).is_empty());
+
+    // Another job of the same owner is still mailed.
+    let other = succeeded(&recipient, "kept.mp4");
+    harness.publish(&other).await;
+    let announced = harness.next_announcement(EVENT_TIMEOUT).await;
+    assert!(matches!(announced.event, JobEvent::NotificationSent(_)));
+    assert_eq!(mails_to(&mail_dir(), &recipient).len(), 1);
+    app.stop().await;
+}

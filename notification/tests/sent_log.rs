@@ -116,3 +116,13 @@ async fn an_unreachable_store_is_reported_not_hidden() {
     let reachable = self::log(Duration::from_secs(60)).await;
     reachable.check().await.unwrap();
 }
+
+#[tokio::test]
+async fn deleted_jobs_are_remembered_once() {
+    let log = log(Duration::from_secs(60)).await;
+    let (deleted, kept) = (Uuid::now_v7(), Uuid::now_v7());
+    log.record_deleted(deleted).await.unwrap();
+    log.record_deleted(deleted).await.unwrap();
+    assert!(log.is_deleted(deleted).await.unwrap());
+    assert!(!log.is_deleted(kept).await.unwrap());
+}
