@@ -294,9 +294,11 @@ impl JobHandler {
         let (output, report) = self.transcode_with_progress(delivery, job, video).await?;
         let converted_in = clock.elapsed() - downloaded_in;
 
-        // The success event's id is stored with the MP3, so a redelivery re-announces the same
-        // event (deduplicated downstream) instead of converting again.
-        let success_event_id = uuid::Uuid::now_v7();
+        // The success event's id is derived from the submission, as the failure's is: two
+        // replicas that both converted the job (a redelivery while the first still ran) announce
+        // one event, stored once and mailed once; the gateway removes the second MP3. It is also
+        // stored with the MP3, so a redelivery re-announces it instead of converting again.
+        let success_event_id = success_event_id(delivery.envelope.event_id);
         let mut metadata = Metadata::new();
         metadata.insert("job_id".into(), json!(job_id));
         metadata.insert("owner_id".into(), json!(job.owner_id));
@@ -464,6 +466,11 @@ fn binary_size(bytes: u64) -> String {
     } else {
         format!("{} MiB", bytes.div_ceil(MIB))
     }
+}
+
+/// The id of the success event of the submission `submitted_event_id`.
+fn success_event_id(submitted_event_id: uuid::Uuid) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&submitted_event_id, b"conversion.succeeded")
 }
 
 fn failure_event_id(submitted_event_id: uuid::Uuid, kind: FailureKind) -> uuid::Uuid {

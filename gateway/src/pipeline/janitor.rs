@@ -11,6 +11,8 @@ pub enum DeleteReason {
     Converted,
     /// The owner deleted the job.
     Deleted,
+    /// A second conversion of a job whose first MP3 is kept.
+    Duplicate,
     /// The job outlived `RETENTION`.
     Expired,
     /// A conversion finished after its job was deleted or expired.
@@ -24,6 +26,7 @@ impl DeleteReason {
             DeleteReason::Deleted => "deleted",
             DeleteReason::Expired => "expired",
             DeleteReason::Orphaned => "orphaned",
+            DeleteReason::Duplicate => "duplicate",
         }
     }
 }
@@ -62,6 +65,12 @@ impl FileJanitor {
         reason: DeleteReason,
     ) -> Result<u32, BlobError> {
         self.delete_all(Bucket::Mp3s, job_id, known, reason).await
+    }
+
+    /// Deletes one MP3 and nothing else of its job (a duplicate conversion's, beside the kept
+    /// one); `true` when it existed.
+    pub async fn delete_mp3(&self, file_id: &str, reason: DeleteReason) -> Result<bool, BlobError> {
+        self.delete_one(Bucket::Mp3s, file_id, reason).await
     }
 
     async fn delete_one(

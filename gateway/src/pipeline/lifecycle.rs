@@ -4,6 +4,8 @@
 //!   deletes it when it stores `conversion.succeeded` ([`Lifecycle`]).
 //! - A conversion that finishes after its job was deleted (or expired) must not leave its MP3
 //!   behind: the same consumer deletes it ([`Lifecycle`]).
+//! - Two converters that both converted a job (a redelivery while the first still ran) announce
+//!   the same success event id; the store keeps the first, and the second's MP3 is deleted.
 //! - A finished job expires `RETENTION` after it finished: the [`Sweeper`] deletes its files and
 //!   records `JobExpired` (through the outbox, so it is never lost). The job's events stay, so its
 //!   status reads `expired` and a download answers 410 Gone.
@@ -61,6 +63,23 @@ impl Lifecycle {
                 )
                 .await
                 .map_err(blob_error)?;
+            return Ok(());
+        }
+        if let Some(duplicate) = mp3_file_id
+            && job
+                .mp3_file_id
+                .as_deref()
+                .is_some_and(|kept| kept != duplicate)
+        {
+            // The same success announced for another MP3: a second conversion of the job.
+            if self
+                .janitor
+                .delete_mp3(duplicate, DeleteReason::Duplicate)
+                .await
+                .map_err(blob_error)?
+            {
+                tracing::info!(%job_id, mp3 = duplicate, "deleted the MP3 of a second conversion");
+            }
             return Ok(());
         }
         self.ledger

@@ -246,6 +246,49 @@ async fn a_conversion_finishing_after_its_job_was_deleted_leaves_no_mp3() {
     assert_error(download, 404, "not_found").await;
 }
 
+/// Two converters that both converted one job announce the same success event (its id derives
+/// from the submission): the store keeps the first, and the second MP3 does not stay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_conversion_of_a_job_leaves_one_mp3() {
+    let app = app_with_retention(Duration::from_secs(3600), false).await;
+    let user = app.new_user().await;
+    let (job_id, _, first_mp3) = submit_and_convert(&app, &user).await;
+    let job_uuid = Uuid::parse_str(&job_id).unwrap();
+    app.wait_for_status(&user, &job_id, "succeeded").await;
+
+    let mp3 = mp3ish_bytes(150_000);
+    let (second_mp3, _) = app.store_mp3(&user, &job_id, "clip.mp4", &mp3).await;
+    let first_event = app
+        .stored_events(&job_id)
+        .await
+        .into_iter()
+        .find(|e| e.event_type() == "conversion.succeeded")
+        .expect("the first success is stored");
+    let mut duplicate = contracts::Envelope::new(
+        job_uuid,
+        "converter",
+        JobEvent::ConversionSucceeded(ConversionSucceeded {
+            owner_id: user.id.clone(),
+            owner_email: user.email.clone(),
+            original_filename: "clip.mp4".into(),
+            mp3_file_id: second_mp3.clone(),
+            mp3_size_bytes: mp3.len() as u64,
+            duration_seconds: 1.0,
+            bitrate_kbps: 128,
+            passthrough: false,
+        }),
+    );
+    duplicate.event_id = first_event.event_id;
+    app.bus.publish(&duplicate).await.unwrap();
+
+    app.wait_until_deleted(Bucket::Mp3s, &second_mp3, Duration::from_secs(10))
+        .await;
+    assert_eq!(app.file_and_chunks(Bucket::Mp3s, &first_mp3).await.0, true);
+    let job = app.job(&user, &job_id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["mp3_file_id"], first_mp3.as_str());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_sweepers_expire_a_job_exactly_once() {
     let mongodb_uri = required_env("MONGODB_URI");
