@@ -2,6 +2,7 @@
 
 mod accounts;
 mod download;
+mod form_guard;
 mod jobs;
 mod upload;
 

@@ -5,6 +5,7 @@ mod accounts;
 mod auth_outage;
 mod big_upload;
 mod download;
+mod form_limits;
 mod health;
 mod helpers;
 mod jobs;
