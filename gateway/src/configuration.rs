@@ -13,6 +13,12 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `MAX_UPLOAD_BYTES`: 2 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// Default `HEADER_READ_TIMEOUT`: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `BODY_IDLE_TIMEOUT`: 30 s.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `HTTP_ADDR`: where the REST API (and /healthz, /readyz) listens.
@@ -50,6 +56,13 @@ pub struct Settings {
     /// `TRUST_FORWARDED_FOR`: take the client address from the first `X-Forwarded-For` hop
     /// (only behind an ingress that sets it).
     pub trust_forwarded_for: bool,
+    /// `HEADER_READ_TIMEOUT`: a connection whose request head is not complete this long after it
+    /// opened (or after its previous response) is closed; also how long an idle kept-alive
+    /// connection stays open.
+    pub header_read_timeout: Duration,
+    /// `BODY_IDLE_TIMEOUT`: a request body that sends nothing for this long is cut (an upload is
+    /// answered 408).
+    pub body_idle_timeout: Duration,
     /// `AUTH_BREAKER_FAILURES` consecutive unreachable-auth failures open the circuit for
     /// `AUTH_BREAKER_OPEN_FOR`.
     pub auth_breaker: BreakerConfig,
@@ -121,6 +134,14 @@ impl Settings {
                 logins_per_minute: config::or_default("LOGINS_PER_MINUTE", 30)?,
             },
             trust_forwarded_for: config::or_default("TRUST_FORWARDED_FOR", false)?,
+            header_read_timeout: positive(
+                "HEADER_READ_TIMEOUT",
+                config::duration_or("HEADER_READ_TIMEOUT", DEFAULT_HEADER_READ_TIMEOUT)?,
+            )?,
+            body_idle_timeout: positive(
+                "BODY_IDLE_TIMEOUT",
+                config::duration_or("BODY_IDLE_TIMEOUT", DEFAULT_BODY_IDLE_TIMEOUT)?,
+            )?,
             auth_breaker: BreakerConfig {
                 failure_threshold: config::or_default("AUTH_BREAKER_FAILURES", 5)?,
                 open_for: positive(
@@ -153,6 +174,8 @@ impl Settings {
             retention_sweep_interval: Duration::from_millis(200),
             rate_limits: RateLimitConfig::default(),
             trust_forwarded_for: false,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             auth_breaker: BreakerConfig::default(),
         }
     }
@@ -183,6 +206,8 @@ mod tests {
                 "TRUST_FORWARDED_FOR",
                 "AUTH_BREAKER_FAILURES",
                 "AUTH_BREAKER_OPEN_FOR",
+                "HEADER_READ_TIMEOUT",
+                "BODY_IDLE_TIMEOUT",
             ] {
                 std::env::remove_var(name);
             }
@@ -202,6 +227,8 @@ mod tests {
         assert_eq!(settings.rate_limits.logins_per_minute, 30);
         assert!(!settings.trust_forwarded_for);
         assert_eq!(settings.auth_breaker, BreakerConfig::default());
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.body_idle_timeout, Duration::from_secs(30));
 
         unsafe {
             std::env::set_var("RETENTION", "2s");
@@ -219,6 +246,8 @@ mod tests {
             ("RETENTION", "a week"),
             ("KEEP_VIDEOS", "maybe"),
             ("LOGINS_PER_MINUTE", "-1"),
+            ("HEADER_READ_TIMEOUT", "0s"),
+            ("BODY_IDLE_TIMEOUT", "soon"),
         ] {
             let previous = std::env::var(name).ok();
             unsafe { std::env::set_var(name, bad) };

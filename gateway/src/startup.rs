@@ -29,6 +29,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,6 +52,8 @@ pub struct Application {
     lifecycle: Arc<Lifecycle>,
     sweeper: Sweeper,
     retention_sweep_interval: Duration,
+    header_read_timeout: Duration,
+    body_idle_timeout: Duration,
     shutdown: CancellationToken,
 }
 
@@ -152,6 +155,8 @@ impl Application {
             lifecycle,
             sweeper,
             retention_sweep_interval: settings.retention_sweep_interval,
+            header_read_timeout: settings.header_read_timeout,
+            body_idle_timeout: settings.body_idle_timeout,
             shutdown,
         })
     }
@@ -193,7 +198,9 @@ impl Application {
                     .layer(from_fn(observability::trace_context))
                     .layer(trace)
                     .layer(from_fn(observability::access_log))
-                    .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    // A body that sends nothing for BODY_IDLE_TIMEOUT ends with an error.
+                    .layer(RequestBodyTimeoutLayer::new(self.body_idle_timeout)),
             )
     }
 
@@ -265,7 +272,12 @@ impl Application {
             .clone()
             .housekeeping(RATE_LIMIT_HOUSEKEEPING, internal.clone());
         tracing::info!(address = %self.address, "gateway listening");
-        let server = platform::health::serve(self.listener, router, internal.clone());
+        let server = platform::health::serve_with_header_timeout(
+            self.listener,
+            router,
+            internal.clone(),
+            self.header_read_timeout,
+        );
         let (served, _, _, _, _, _) = tokio::join!(
             async {
                 let result = server.await;

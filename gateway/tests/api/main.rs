@@ -15,4 +15,5 @@ mod rate_limits;
 mod resilience;
 mod retention;
 mod store_contract;
+mod timeouts;
 mod upload;
