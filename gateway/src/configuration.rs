@@ -44,6 +44,10 @@ pub struct Settings {
     /// `SSE_POLL_INTERVAL`: how often a live job stream re-reads the store without a wake-up
     /// (events consumed by another gateway replica wake nobody here).
     pub sse_poll_interval: Duration,
+    /// `SSE_STREAMS_PER_USER`: open job event streams per user (429 beyond; 0 disables).
+    pub sse_streams_per_user: u32,
+    /// `SSE_STREAMS_MAX`: open job event streams on this replica (503 beyond; 0 disables).
+    pub sse_streams_max: u32,
     /// `KEEP_VIDEOS`: keep the source video once its MP3 exists (default: delete it).
     pub keep_videos: bool,
     /// `RETENTION`: how long MP3s (and the videos of failed jobs) are kept after a job finished.
@@ -119,6 +123,8 @@ impl Settings {
                 Duration::from_secs(10),
             )?,
             sse_poll_interval: config::duration_or("SSE_POLL_INTERVAL", Duration::from_secs(1))?,
+            sse_streams_per_user: config::or_default("SSE_STREAMS_PER_USER", 10)?,
+            sse_streams_max: config::or_default("SSE_STREAMS_MAX", 1000)?,
             keep_videos: config::or_default("KEEP_VIDEOS", false)?,
             retention: positive(
                 "RETENTION",
@@ -169,6 +175,8 @@ impl Settings {
             outbox_poll_interval: Duration::from_millis(200),
             keys_refresh_min_interval: Duration::from_secs(1),
             sse_poll_interval: Duration::from_millis(250),
+            sse_streams_per_user: 10,
+            sse_streams_max: 1000,
             keep_videos: false,
             retention: DEFAULT_RETENTION,
             retention_sweep_interval: Duration::from_millis(200),
@@ -208,6 +216,8 @@ mod tests {
                 "AUTH_BREAKER_OPEN_FOR",
                 "HEADER_READ_TIMEOUT",
                 "BODY_IDLE_TIMEOUT",
+                "SSE_STREAMS_PER_USER",
+                "SSE_STREAMS_MAX",
             ] {
                 std::env::remove_var(name);
             }
@@ -229,6 +239,8 @@ mod tests {
         assert_eq!(settings.auth_breaker, BreakerConfig::default());
         assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
         assert_eq!(settings.body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(settings.sse_streams_per_user, 10);
+        assert_eq!(settings.sse_streams_max, 1000);
 
         unsafe {
             std::env::set_var("RETENTION", "2s");

@@ -7,7 +7,7 @@ use crate::observability;
 use crate::pipeline::{
     self, EventPublisher, EventStoreFeeder, FileJanitor, JobUpdates, Lifecycle, Sweeper,
 };
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{RateLimits, StreamLimits};
 use crate::routes::{self, AppState};
 use crate::store::Outbox;
 use crate::token_verifier::TokenVerifier;
@@ -112,6 +112,10 @@ impl Application {
             sse_poll_interval: settings.sse_poll_interval,
             shutdown: shutdown.clone(),
             limits: Arc::new(RateLimits::new(settings.rate_limits)),
+            streams: Arc::new(StreamLimits::new(
+                settings.sse_streams_per_user,
+                settings.sse_streams_max,
+            )),
             retention: settings.retention,
             ledger,
             janitor,

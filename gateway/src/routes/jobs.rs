@@ -222,7 +222,8 @@ pub async fn delete(
 }
 
 /// `GET /jobs/{id}/events`: Server-Sent Events, one per job event (with the job's state after
-/// it), live until the job reaches a terminal state; then the stream ends.
+/// it), live until the job reaches a terminal state; then the stream ends. Each open stream holds
+/// a slot of `SSE_STREAMS_PER_USER` (429 beyond) and `SSE_STREAMS_MAX` (503 beyond) until it ends.
 pub async fn events(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -233,13 +234,17 @@ pub async fn events(
     // Subscribe before the first read so no wake-up between the two is lost.
     let wake = state.updates.subscribe();
     owned_job(&state, &user, job_id).await?;
+    let slot = state.streams.admit(&user.id)?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v.trim()).ok());
     let (sender, receiver) = mpsc::channel(32);
     let background = state.background.clone();
-    background.spawn(stream_job(state, job_id, resume_after, wake, sender));
+    background.spawn(async move {
+        stream_job(state, job_id, resume_after, wake, sender).await;
+        drop(slot);
+    });
     Ok(Sse::new(ReceiverStream::new(receiver))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

@@ -10,7 +10,7 @@ use crate::auth_client::Accounts;
 use crate::error::{self, ApiError};
 use crate::observability::RequestRecord;
 use crate::pipeline::{EventPublisher, FileJanitor, JobUpdates};
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{RateLimits, StreamLimits};
 use crate::store::EventStore;
 use crate::store::RetentionLedger;
 use crate::token_verifier::{TokenError, TokenVerifier};
@@ -42,6 +42,8 @@ pub struct AppState {
     /// Fires on shutdown so long-lived responses (SSE) end and the server can stop.
     pub shutdown: CancellationToken,
     pub limits: Arc<RateLimits>,
+    /// `SSE_STREAMS_PER_USER` and `SSE_STREAMS_MAX`.
+    pub streams: Arc<StreamLimits>,
     /// `RETENTION`: a finished job expires this long after it finished.
     pub retention: Duration,
     /// Finished jobs awaiting expiry (to recognise the file id of an expired MP3).

@@ -14,6 +14,7 @@ mod outbox;
 mod rate_limits;
 mod resilience;
 mod retention;
+mod sse_limits;
 mod store_contract;
 mod timeouts;
 mod upload;
