@@ -116,6 +116,7 @@ impl Application {
                 settings.sse_streams_per_user,
                 settings.sse_streams_max,
             )),
+            feeds: Arc::default(),
             retention: settings.retention,
             ledger,
             janitor,

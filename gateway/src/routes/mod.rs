@@ -3,6 +3,7 @@
 mod accounts;
 mod download;
 mod form_guard;
+mod job_feeds;
 mod jobs;
 mod upload;
 
@@ -19,6 +20,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
+pub use job_feeds::JobFeeds;
 use platform::blob::BlobStore;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     /// `SSE_STREAMS_PER_USER` and `SSE_STREAMS_MAX`.
     pub streams: Arc<StreamLimits>,
+    /// One store reader per job with live SSE streams.
+    pub feeds: Arc<JobFeeds>,
     /// `RETENTION`: a finished job expires this long after it finished.
     pub retention: Duration,
     /// Finished jobs awaiting expiry (to recognise the file id of an expired MP3).
