@@ -15,6 +15,7 @@ mod rate_limits;
 mod resilience;
 mod retention;
 mod sse_limits;
+mod sse_load;
 mod store_contract;
 mod timeouts;
 mod upload;
