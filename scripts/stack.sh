@@ -31,7 +31,8 @@ CONVERTER_HTTP_PORT=${CONVERTER_HTTP_PORT:-18082}
 NOTIFICATION_HTTP_PORT=${NOTIFICATION_HTTP_PORT:-18083}
 MONGO_STORAGE=${MONGO_STORAGE:-:memory:}
 STACK_PROFILE=${STACK_PROFILE:-release}
-BIN=$ROOT/target/$STACK_PROFILE
+# Where cargo puts the binaries (CARGO_TARGET_DIR when set, as cargo itself does).
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/$STACK_PROFILE
 VENV=$ROOT/target/test-env/venv
 
 env_vars() {
