@@ -2,7 +2,7 @@
 //! right status. Internal details are logged here and never sent to the client.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
@@ -191,12 +191,36 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "expected a JSON body with Content-Type: application/json".into(),
             ),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::BadRequest("the request body is too large".into())
-            }
+            JsonRejection::BytesRejection(e) => e.into(),
             other => ApiError::BadRequest(other.body_text()),
         }
     }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if caused_by_timeout(&rejection) {
+            ApiError::RequestTimeout(
+                "the request body stalled: nothing arrived for too long".into(),
+            )
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BadRequest("the request body is too large".into())
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    }
+}
+
+/// Whether `error` comes from the idle-body timeout (`BODY_IDLE_TIMEOUT`).
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {

@@ -108,3 +108,25 @@ async fn an_upload_whose_body_stalls_is_cut_with_408() {
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test]
+async fn a_json_body_that_stalls_is_cut_with_408() {
+    let app = app_with_short_timeouts().await;
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(
+            b"POST /signup HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"email\": \"slow",
+        )
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (status, body) = tokio::time::timeout(Duration::from_secs(20), read_response(&mut stream))
+        .await
+        .expect("an answer within 20 s")
+        .expect("an answer before the connection closed");
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(body["error"], "request_timeout");
+    assert!(start.elapsed() < SHORT * 5);
+}
