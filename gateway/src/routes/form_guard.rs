@@ -438,6 +438,33 @@ mod tests {
         assert_eq!(feed_in(&body, 2).0, Ok(()));
     }
 
+    /// A measurement, not a timed test: `cargo test --release -p gateway --lib -- --ignored
+    /// framing_throughput --nocapture` prints how fast the guard follows a 1 GiB file part.
+    #[test]
+    #[ignore = "a measurement (run it with --release)"]
+    fn framing_throughput() {
+        let block: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let head = format!(
+            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\"\r\n\r\n"
+        );
+        let mut framing = Framing::new(BOUNDARY);
+        framing.feed(head.as_bytes()).unwrap();
+        let blocks = 16 * 1024; // 1 GiB
+        let start = std::time::Instant::now();
+        for _ in 0..blocks {
+            framing.feed(std::hint::black_box(&block)).unwrap();
+        }
+        let elapsed = start.elapsed();
+        let gib = (blocks * block.len()) as f64 / (1u64 << 30) as f64;
+        eprintln!(
+            "framing: {gib:.0} GiB in 64 KiB chunks in {elapsed:?}: {:.1} GiB/s",
+            gib / elapsed.as_secs_f64()
+        );
+        assert_eq!(framing.stage, Stage::Data);
+    }
+
     #[test]
     fn boundaries_are_read_like_the_parser_reads_them() {
         assert_eq!(
