@@ -910,6 +910,10 @@ class Suite:
         self.scenario("upload: Content-Length 1 GiB over a 16 MiB limit",
                       "413 JSON before the body is stored", 60, over_limit_declared)
 
+        self.scenario("upload: a part header that never ends (600 MB, chunked)",
+                      "4xx JSON before the body ends; gateway RSS growth <= 16 MiB; still healthy", 180,
+                      lambda: endless_part_header(self.api, user, self.stack.pid("gateway")))
+
         self.scenario("upload: malformed multipart", "400/415 JSON each; nothing stored", 120,
                       lambda: malformed_multipart(self.api, user, short, self.observer))
         self.scenario("request: oversized headers / URL", "431/400/414, gateway still healthy", 60,
@@ -1319,6 +1323,60 @@ def malformed_multipart(api, user, short, observer):
     after = observer.video_files()
     held &= after == before
     return held, "; ".join(results) + f"; stored files/chunks {before}->{after}"
+
+
+def endless_part_header(api, user, gateway_pid, total=600 * 1000 * 1000):
+    """One authenticated chunked upload whose part header never ends: `total` bytes after the
+    part's first header line, generated as sent, no blank line. Samples the gateway's VmRSS."""
+    before = RssSampler.status_mib(gateway_pid, "VmRSS")
+    hwm_before = RssSampler.status_mib(gateway_pid, "VmHWM")
+    sampler = RssSampler({"gateway": gateway_pid})
+    sock = socket.create_connection(("127.0.0.1", api.port), timeout=60)
+    head = ("--endless\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n"
+            "X-Endless: ").encode()
+    request = (f"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {user.token}\r\n"
+               "Content-Type: multipart/form-data; boundary=endless\r\n"
+               "Transfer-Encoding: chunked\r\n\r\n").encode() + f"{len(head):x}\r\n".encode() + head + b"\r\n"
+    block = b"a" * (256 * 1024)
+    framed = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+    sent, answer = 0, {}
+    start = time.monotonic()
+
+    def read_answer():
+        try:
+            answer["status"], answer["body"] = read_http_response(sock)
+        except OSError as e:
+            answer["error"] = str(e)
+        answer["sent"], answer["elapsed"] = sent, time.monotonic() - start
+
+    reader = threading.Thread(target=read_answer, daemon=True)
+    reader.start()
+    try:
+        sock.sendall(request)
+        while sent < total and reader.is_alive():
+            sock.sendall(framed)
+            sent += len(block)
+        if reader.is_alive():
+            sock.sendall(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # refused while sending: the answer is still there to read
+    reader.join(60)
+    sock.close()
+    time.sleep(0.5)
+    sampler.stop()
+    # The peak sampled every 0.1 s, and the high-water mark's rise (what no sample can miss).
+    growth = max(sampler.peak["gateway"] - before,
+                 RssSampler.status_mib(gateway_pid, "VmHWM") - max(hwm_before, before))
+    status, body = answer.get("status"), answer.get("body", b"")
+    parsed = json.loads(body) if body.startswith(b"{") else {}
+    healthy = api.request("GET", "/healthz").status == 200
+    early = answer.get("sent", total) < total
+    held = (isinstance(status, int) and 400 <= status < 500 and "error" in parsed and early
+            and growth <= 16 and healthy)
+    return held, (f"{status} {parsed.get('error', answer.get('error', ''))} after "
+                  f"{answer.get('sent', 0) / 1e6:.1f} MB sent of {total / 1e6:.0f} MB "
+                  f"({answer.get('elapsed', 0):.2f}s); gateway RSS {before:.0f} MiB, "
+                  f"peak growth {growth:.1f} MiB (sampled / VmHWM); /healthz after: {'200' if healthy else 'FAIL'}")
 
 
 def oversized_headers(port):

@@ -13,6 +13,12 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `MAX_UPLOAD_BYTES`: 2 GiB.
 pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
+/// Default `HEADER_READ_TIMEOUT`: 10 s.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default `BODY_IDLE_TIMEOUT`: 30 s.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// `HTTP_ADDR`: where the REST API (and /healthz, /readyz) listens.
@@ -38,6 +44,10 @@ pub struct Settings {
     /// `SSE_POLL_INTERVAL`: how often a live job stream re-reads the store without a wake-up
     /// (events consumed by another gateway replica wake nobody here).
     pub sse_poll_interval: Duration,
+    /// `SSE_STREAMS_PER_USER`: open job event streams per user (429 beyond; 0 disables).
+    pub sse_streams_per_user: u32,
+    /// `SSE_STREAMS_MAX`: open job event streams on this replica (503 beyond; 0 disables).
+    pub sse_streams_max: u32,
     /// `KEEP_VIDEOS`: keep the source video once its MP3 exists (default: delete it).
     pub keep_videos: bool,
     /// `RETENTION`: how long MP3s (and the videos of failed jobs) are kept after a job finished.
@@ -50,6 +60,13 @@ pub struct Settings {
     /// `TRUST_FORWARDED_FOR`: take the client address from the first `X-Forwarded-For` hop
     /// (only behind an ingress that sets it).
     pub trust_forwarded_for: bool,
+    /// `HEADER_READ_TIMEOUT`: a connection whose request head is not complete this long after it
+    /// opened (or after its previous response) is closed; also how long an idle kept-alive
+    /// connection stays open.
+    pub header_read_timeout: Duration,
+    /// `BODY_IDLE_TIMEOUT`: a request body that sends nothing for this long is cut (an upload is
+    /// answered 408).
+    pub body_idle_timeout: Duration,
     /// `AUTH_BREAKER_FAILURES` consecutive unreachable-auth failures open the circuit for
     /// `AUTH_BREAKER_OPEN_FOR`.
     pub auth_breaker: BreakerConfig,
@@ -106,6 +123,8 @@ impl Settings {
                 Duration::from_secs(10),
             )?,
             sse_poll_interval: config::duration_or("SSE_POLL_INTERVAL", Duration::from_secs(1))?,
+            sse_streams_per_user: config::or_default("SSE_STREAMS_PER_USER", 10)?,
+            sse_streams_max: config::or_default("SSE_STREAMS_MAX", 1000)?,
             keep_videos: config::or_default("KEEP_VIDEOS", false)?,
             retention: positive(
                 "RETENTION",
@@ -121,6 +140,14 @@ impl Settings {
                 logins_per_minute: config::or_default("LOGINS_PER_MINUTE", 30)?,
             },
             trust_forwarded_for: config::or_default("TRUST_FORWARDED_FOR", false)?,
+            header_read_timeout: positive(
+                "HEADER_READ_TIMEOUT",
+                config::duration_or("HEADER_READ_TIMEOUT", DEFAULT_HEADER_READ_TIMEOUT)?,
+            )?,
+            body_idle_timeout: positive(
+                "BODY_IDLE_TIMEOUT",
+                config::duration_or("BODY_IDLE_TIMEOUT", DEFAULT_BODY_IDLE_TIMEOUT)?,
+            )?,
             auth_breaker: BreakerConfig {
                 failure_threshold: config::or_default("AUTH_BREAKER_FAILURES", 5)?,
                 open_for: positive(
@@ -148,11 +175,15 @@ impl Settings {
             outbox_poll_interval: Duration::from_millis(200),
             keys_refresh_min_interval: Duration::from_secs(1),
             sse_poll_interval: Duration::from_millis(250),
+            sse_streams_per_user: 10,
+            sse_streams_max: 1000,
             keep_videos: false,
             retention: DEFAULT_RETENTION,
             retention_sweep_interval: Duration::from_millis(200),
             rate_limits: RateLimitConfig::default(),
             trust_forwarded_for: false,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             auth_breaker: BreakerConfig::default(),
         }
     }
@@ -183,6 +214,10 @@ mod tests {
                 "TRUST_FORWARDED_FOR",
                 "AUTH_BREAKER_FAILURES",
                 "AUTH_BREAKER_OPEN_FOR",
+                "HEADER_READ_TIMEOUT",
+                "BODY_IDLE_TIMEOUT",
+                "SSE_STREAMS_PER_USER",
+                "SSE_STREAMS_MAX",
             ] {
                 std::env::remove_var(name);
             }
@@ -202,6 +237,10 @@ mod tests {
         assert_eq!(settings.rate_limits.logins_per_minute, 30);
         assert!(!settings.trust_forwarded_for);
         assert_eq!(settings.auth_breaker, BreakerConfig::default());
+        assert_eq!(settings.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(settings.body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(settings.sse_streams_per_user, 10);
+        assert_eq!(settings.sse_streams_max, 1000);
 
         unsafe {
             std::env::set_var("RETENTION", "2s");
@@ -219,6 +258,8 @@ mod tests {
             ("RETENTION", "a week"),
             ("KEEP_VIDEOS", "maybe"),
             ("LOGINS_PER_MINUTE", "-1"),
+            ("HEADER_READ_TIMEOUT", "0s"),
+            ("BODY_IDLE_TIMEOUT", "soon"),
         ] {
             let previous = std::env::var(name).ok();
             unsafe { std::env::set_var(name, bad) };

@@ -2,7 +2,7 @@
 //! right status. Internal details are logged here and never sent to the client.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
@@ -28,6 +28,13 @@ pub enum ApiError {
     Gone(String),
     #[error("the file is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// A multipart form over one of the limits of its shape (400 with its own `code`:
+    /// `part_header_too_large`, `too_many_parts`).
+    #[error("{message}")]
+    FormRefused { code: &'static str, message: String },
+    /// The client stopped sending its request (`BODY_IDLE_TIMEOUT`).
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
     /// A Range that no byte of the file satisfies.
@@ -84,6 +91,8 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::FormRefused { .. } => StatusCode::BAD_REQUEST,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -103,6 +112,8 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Gone(_) => "gone",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::FormRefused { code, .. } => code,
+            ApiError::RequestTimeout(_) => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::Unprocessable(_) => "unprocessable_entity",
@@ -180,12 +191,36 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
                 "expected a JSON body with Content-Type: application/json".into(),
             ),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::BadRequest("the request body is too large".into())
-            }
+            JsonRejection::BytesRejection(e) => e.into(),
             other => ApiError::BadRequest(other.body_text()),
         }
     }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if caused_by_timeout(&rejection) {
+            ApiError::RequestTimeout(
+                "the request body stalled: nothing arrived for too long".into(),
+            )
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::BadRequest("the request body is too large".into())
+        } else {
+            ApiError::BadRequest(rejection.body_text())
+        }
+    }
+}
+
+/// Whether `error` comes from the idle-body timeout (`BODY_IDLE_TIMEOUT`).
+fn caused_by_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }
 
 impl From<QueryRejection> for ApiError {

@@ -2,6 +2,8 @@
 //! uploads started per minute and uploads in progress per user, login attempts per minute per
 //! client address. Rates use `governor` (GCRA: a burst of N, then one every minute/N). Limits are
 //! per gateway replica; a limit of 0 disables it.
+//!
+//! [`StreamLimits`] caps the open SSE streams: per user (429) and in all (503).
 
 use crate::error::ApiError;
 use governor::clock::{Clock, DefaultClock};
@@ -163,9 +165,103 @@ impl RateLimits {
     }
 }
 
+/// Suggested wait when a stream cap is reached: streams end when their jobs finish.
+const STREAM_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Open SSE streams, counted per user and in all.
+#[derive(Default)]
+struct OpenStreams {
+    total: u32,
+    by_user: HashMap<String, u32>,
+}
+
+/// `SSE_STREAMS_PER_USER` and `SSE_STREAMS_MAX` (0 disables either): each open stream holds a
+/// [`StreamSlot`], freed when the stream ends.
+pub struct StreamLimits {
+    per_user: u32,
+    max: u32,
+    open: Arc<Mutex<OpenStreams>>,
+}
+
+/// One open SSE stream's place, freed when dropped.
+pub struct StreamSlot {
+    user_id: String,
+    open: Arc<Mutex<OpenStreams>>,
+}
+
+impl StreamLimits {
+    pub fn new(per_user: u32, max: u32) -> Self {
+        Self {
+            per_user,
+            max,
+            open: Arc::default(),
+        }
+    }
+
+    /// A slot for a new stream of `user_id`, or 429 (the user's cap) / 503 (the replica's cap).
+    pub fn admit(&self, user_id: &str) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let of_user = open.by_user.get(user_id).copied().unwrap_or(0);
+        if self.per_user > 0 && of_user >= self.per_user {
+            return Err(ApiError::RateLimited {
+                retry_after: STREAM_RETRY_AFTER,
+                message: format!(
+                    "too many open event streams: at most {} per user",
+                    self.per_user
+                ),
+            });
+        }
+        if self.max > 0 && open.total >= self.max {
+            return Err(ApiError::unavailable_for(
+                "event stream service",
+                format!("{} streams open, the limit (SSE_STREAMS_MAX)", open.total),
+                STREAM_RETRY_AFTER,
+            ));
+        }
+        open.total += 1;
+        *open.by_user.entry(user_id.to_owned()).or_insert(0) += 1;
+        metrics::gauge!("sse_streams_open").set(f64::from(open.total));
+        Ok(StreamSlot {
+            user_id: user_id.to_owned(),
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.by_user.get_mut(&self.user_id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.by_user.remove(&self.user_id);
+            }
+        }
+        metrics::gauge!("sse_streams_open").set(f64::from(open.total));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_slots_are_capped_per_user_and_in_all_and_freed_on_drop() {
+        let limits = StreamLimits::new(2, 3);
+        let a1 = limits.admit("alice").unwrap();
+        let _a2 = limits.admit("alice").unwrap();
+        let refused = limits.admit("alice").err().unwrap();
+        assert_eq!(refused.status(), axum::http::StatusCode::TOO_MANY_REQUESTS);
+        let _b1 = limits.admit("bob").unwrap();
+        let full = limits.admit("carol").err().unwrap();
+        assert_eq!(full.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        drop(a1);
+        let _c1 = limits.admit("carol").unwrap();
+        assert!(limits.admit("alice").is_err());
+        let unlimited = StreamLimits::new(0, 0);
+        let _many: Vec<_> = (0..50).map(|_| unlimited.admit("x").unwrap()).collect();
+    }
 
     fn limits(uploads: u32, concurrent: u32, logins: u32) -> RateLimits {
         RateLimits::new(RateLimitConfig {

@@ -7,7 +7,7 @@ use crate::observability;
 use crate::pipeline::{
     self, EventPublisher, EventStoreFeeder, FileJanitor, JobUpdates, Lifecycle, Sweeper,
 };
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{RateLimits, StreamLimits};
 use crate::routes::{self, AppState};
 use crate::store::{Outbox, StoreError};
 use crate::token_verifier::TokenVerifier;
@@ -29,6 +29,7 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
 };
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,6 +52,8 @@ pub struct Application {
     lifecycle: Arc<Lifecycle>,
     sweeper: Sweeper,
     retention_sweep_interval: Duration,
+    header_read_timeout: Duration,
+    body_idle_timeout: Duration,
     shutdown: CancellationToken,
 }
 
@@ -109,6 +112,11 @@ impl Application {
             sse_poll_interval: settings.sse_poll_interval,
             shutdown: shutdown.clone(),
             limits: Arc::new(RateLimits::new(settings.rate_limits)),
+            streams: Arc::new(StreamLimits::new(
+                settings.sse_streams_per_user,
+                settings.sse_streams_max,
+            )),
+            feeds: Arc::default(),
             retention: settings.retention,
             ledger,
             janitor,
@@ -152,6 +160,8 @@ impl Application {
             lifecycle,
             sweeper,
             retention_sweep_interval: settings.retention_sweep_interval,
+            header_read_timeout: settings.header_read_timeout,
+            body_idle_timeout: settings.body_idle_timeout,
             shutdown,
         })
     }
@@ -193,7 +203,9 @@ impl Application {
                     .layer(from_fn(observability::trace_context))
                     .layer(trace)
                     .layer(from_fn(observability::access_log))
-                    .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
+                    .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                    // A body that sends nothing for BODY_IDLE_TIMEOUT ends with an error.
+                    .layer(RequestBodyTimeoutLayer::new(self.body_idle_timeout)),
             )
     }
 
@@ -270,7 +282,12 @@ impl Application {
             .clone()
             .housekeeping(RATE_LIMIT_HOUSEKEEPING, internal.clone());
         tracing::info!(address = %self.address, "gateway listening");
-        let server = platform::health::serve(self.listener, router, internal.clone());
+        let server = platform::health::serve_with_header_timeout(
+            self.listener,
+            router,
+            internal.clone(),
+            self.header_read_timeout,
+        );
         let (served, _, _, _, _, _) = tokio::join!(
             async {
                 let result = server.await;

@@ -7,6 +7,7 @@ use crate::error::ApiError;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use headers::authorization::Basic;
@@ -122,8 +123,9 @@ struct SignupBody {
 pub async fn signup(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body?;
     let (email, password) = match basic_credentials(&headers)? {
         Some(basic) => (basic.username().to_owned(), basic.password().to_owned()),
         None => {

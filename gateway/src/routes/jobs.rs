@@ -21,6 +21,7 @@ use std::collections::HashSet;
 use std::convert::Infallible;
 use std::time::Duration;
 use tokio::sync::{broadcast, mpsc};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use uuid::Uuid;
 
@@ -222,7 +223,8 @@ pub async fn delete(
 }
 
 /// `GET /jobs/{id}/events`: Server-Sent Events, one per job event (with the job's state after
-/// it), live until the job reaches a terminal state; then the stream ends.
+/// it), live until the job reaches a terminal state; then the stream ends. Each open stream holds
+/// a slot of `SSE_STREAMS_PER_USER` (429 beyond) and `SSE_STREAMS_MAX` (503 beyond) until it ends.
 pub async fn events(
     State(state): State<AppState>,
     user: CurrentUser,
@@ -233,19 +235,24 @@ pub async fn events(
     // Subscribe before the first read so no wake-up between the two is lost.
     let wake = state.updates.subscribe();
     owned_job(&state, &user, job_id).await?;
+    let slot = state.streams.admit(&user.id)?;
     let resume_after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| Uuid::parse_str(v.trim()).ok());
     let (sender, receiver) = mpsc::channel(32);
     let background = state.background.clone();
-    background.spawn(stream_job(state, job_id, resume_after, wake, sender));
+    background.spawn(async move {
+        stream_job(state, job_id, resume_after, wake, sender).await;
+        drop(slot);
+    });
     Ok(Sse::new(ReceiverStream::new(receiver))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }
 
 /// Feeds one SSE connection until the job is terminal, the client leaves or the server stops.
+/// The store is read through the job's shared [`JobFeed`](super::job_feeds::JobFeed).
 async fn stream_job(
     state: AppState,
     job_id: Uuid,
@@ -253,10 +260,13 @@ async fn stream_job(
     mut wake: broadcast::Receiver<Uuid>,
     sender: mpsc::Sender<Result<Event, Infallible>>,
 ) {
+    let feed = state.feeds.feed(job_id);
     let mut sent: HashSet<Uuid> = HashSet::new();
     let mut resume_after = resume_after;
+    // Subscribed to wake-ups before this point: a read that starts now misses nothing.
+    let mut fresh_since = Instant::now();
     loop {
-        let events = match state.store.events_of_job(job_id).await {
+        let events = match feed.events(state.store.as_ref(), fresh_since).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::warn!(%job_id, error = %e, "job stream cannot read the store");
@@ -279,7 +289,7 @@ async fn stream_job(
             sent.extend(events[..=position].iter().map(|e| e.event_id));
         }
         let mut job = JobState::empty(job_id);
-        for event in &events {
+        for event in events.iter() {
             job.apply(event);
             if !sent.insert(event.event_id) {
                 continue;
@@ -300,22 +310,27 @@ async fn stream_job(
         if !events.is_empty() && job.status.is_terminal() {
             return;
         }
-        // Sleep until this process stores an event of the job, the poll interval passes (the
-        // event may have been consumed by another replica), the client leaves or we shut down.
+        // Sleep until this process stores an event of the job (then the next read must start
+        // after the wake-up), the poll interval passes (the event may have been consumed by
+        // another replica; a read another stream of the job started in the last half interval
+        // will do), the client leaves or we shut down.
         let poll = tokio::time::sleep(state.sse_poll_interval);
         tokio::pin!(poll);
-        loop {
+        fresh_since = loop {
             tokio::select! {
-                _ = &mut poll => break,
+                _ = &mut poll => {
+                    let now = Instant::now();
+                    break now.checked_sub(state.sse_poll_interval / 2).unwrap_or(now);
+                }
                 _ = sender.closed() => return,
                 _ = state.shutdown.cancelled() => return,
                 woken = wake.recv() => match woken {
-                    Ok(id) if id == job_id => break,
+                    Ok(id) if id == job_id => break Instant::now(),
                     Ok(_) => continue,
-                    Err(broadcast::error::RecvError::Lagged(_)) => break,
+                    Err(broadcast::error::RecvError::Lagged(_)) => break Instant::now(),
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
             }
-        }
+        };
     }
 }

@@ -2,6 +2,8 @@
 
 mod accounts;
 mod download;
+mod form_guard;
+mod job_feeds;
 mod jobs;
 mod upload;
 
@@ -9,7 +11,7 @@ use crate::auth_client::Accounts;
 use crate::error::{self, ApiError};
 use crate::observability::RequestRecord;
 use crate::pipeline::{EventPublisher, FileJanitor, JobUpdates};
-use crate::rate_limit::RateLimits;
+use crate::rate_limit::{RateLimits, StreamLimits};
 use crate::store::EventStore;
 use crate::store::RetentionLedger;
 use crate::token_verifier::{TokenError, TokenVerifier};
@@ -18,6 +20,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
+pub use job_feeds::JobFeeds;
 use platform::blob::BlobStore;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -41,6 +44,10 @@ pub struct AppState {
     /// Fires on shutdown so long-lived responses (SSE) end and the server can stop.
     pub shutdown: CancellationToken,
     pub limits: Arc<RateLimits>,
+    /// `SSE_STREAMS_PER_USER` and `SSE_STREAMS_MAX`.
+    pub streams: Arc<StreamLimits>,
+    /// One store reader per job with live SSE streams.
+    pub feeds: Arc<JobFeeds>,
     /// `RETENTION`: a finished job expires this long after it finished.
     pub retention: Duration,
     /// Finished jobs awaiting expiry (to recognise the file id of an expired MP3).

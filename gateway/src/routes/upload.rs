@@ -2,20 +2,25 @@
 //!
 //! Memory stays flat whatever the size: each multipart chunk is written to the blob store before
 //! the next is read. A file over `MAX_UPLOAD_BYTES`, a second file part or a malformed body aborts
-//! the stored upload, so nothing of a refused request stays behind.
+//! the stored upload, so nothing of a refused request stays behind. The multipart parser reads
+//! the body through a [`FormGuard`], which bounds what it can be made to buffer (part headers,
+//! part count, the whole body, chunked or not) and answers a stalled body with 408.
 //!
 //! Each user has at most `MAX_CONCURRENT_UPLOADS` uploads in progress and may start
 //! `UPLOADS_PER_MINUTE`; the `JobSubmitted` event carries the request's trace context.
 
+use super::form_guard::{
+    self, FormGuard, MAX_BOUNDARY_BYTES, MAX_PART_HEADER_BYTES, MAX_PARTS, Refusal,
+};
 use super::{AppState, CurrentUser};
 use crate::error::ApiError;
 use crate::filenames::SafeFilename;
 use crate::observability;
 use api::quality::{BITRATE_PARAM, QUALITY_PARAM};
 use axum::Json;
-use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Multipart, Query, State};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use contracts::events::{JobSubmitted, Quality};
@@ -24,7 +29,7 @@ use percent_encoding::percent_decode;
 use platform::blob::{BlobError, BlobUpload, Bucket, Metadata};
 use serde::Deserialize;
 use serde_json::json;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Room for multipart boundaries, part headers and the small option fields around the file.
@@ -32,8 +37,8 @@ const MULTIPART_OVERHEAD: u64 = 1024 * 1024;
 /// Largest accepted option field (`quality`, `bitrate`) and total of ignored fields.
 const MAX_OPTION_FIELD_BYTES: usize = 64;
 const MAX_IGNORED_FIELD_BYTES: u64 = 64 * 1024;
-/// After refusing an upload, read (and discard) this long at most so the client gets the
-/// answer instead of a connection reset while it is still sending.
+/// After refusing an upload, read (and discard, after answering) this long at most so the client
+/// gets the answer instead of a connection reset while it is still sending.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -88,12 +93,87 @@ struct Received {
     ignored_bytes: u64,
 }
 
-fn multipart_error(error: MultipartError) -> ApiError {
+/// The answer to a multipart error: the guard's reason when it stopped the body, else the
+/// parser's.
+fn multipart_error(error: MultipartError, guard: &FormGuard, limit: u64) -> ApiError {
+    if let Some(refusal) = guard.refusal() {
+        return refusal_error(refusal, limit);
+    }
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::BadRequest("the form is too large".into())
     } else {
         ApiError::BadRequest(format!("malformed multipart body: {}", error.body_text()))
     }
+}
+
+fn refusal_error(refusal: Refusal, limit: u64) -> ApiError {
+    match refusal {
+        Refusal::PartHeaderTooLarge => ApiError::FormRefused {
+            code: "part_header_too_large",
+            message: format!(
+                "a part header (or the preamble) of the form is longer than {MAX_PART_HEADER_BYTES} bytes"
+            ),
+        },
+        Refusal::TooManyParts => ApiError::FormRefused {
+            code: "too_many_parts",
+            message: format!("the form has more than {MAX_PARTS} parts"),
+        },
+        Refusal::BodyTooLarge => ApiError::PayloadTooLarge { limit },
+        Refusal::MalformedBoundary => {
+            ApiError::BadRequest("malformed multipart body: a boundary line is malformed".into())
+        }
+        Refusal::BodyTimedOut => ApiError::RequestTimeout(
+            "the request body stalled: nothing arrived for too long".into(),
+        ),
+    }
+}
+
+/// Reads and discards the rest of a refused body in the background, within limits, so the answer
+/// goes out at once and the client reads it instead of a connection reset while it still sends.
+fn linger(state: &AppState, guard: &FormGuard) {
+    let guard = guard.clone();
+    let shutdown = state.shutdown.clone();
+    state.background.spawn(async move {
+        tokio::select! {
+            _ = guard.drain(DRAIN_LIMIT, DRAIN_MAX_BYTES) => {}
+            _ = shutdown.cancelled() => {}
+        }
+    });
+}
+
+/// The multipart parser behind a [`FormGuard`] that bounds what it may buffer.
+async fn guarded_multipart(
+    request: Request,
+    max_total: u64,
+) -> Result<(Multipart, FormGuard), ApiError> {
+    let not_multipart = |detail: String| {
+        ApiError::BadRequest(format!(
+            "expected a multipart/form-data body with one file part: {detail}"
+        ))
+    };
+    let boundary = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(form_guard::boundary_of);
+    let Some(boundary) = boundary else {
+        let detail = match Multipart::from_request(request, &()).await {
+            Err(rejection) => rejection.body_text(),
+            Ok(_) => "no multipart boundary".into(),
+        };
+        return Err(not_multipart(detail));
+    };
+    if boundary.len() > MAX_BOUNDARY_BYTES {
+        return Err(not_multipart(format!(
+            "the boundary is longer than {MAX_BOUNDARY_BYTES} bytes"
+        )));
+    }
+    let (parts, body) = request.into_parts();
+    let (guard, body) = FormGuard::new(body, &boundary, max_total);
+    let multipart = Multipart::from_request(Request::from_parts(parts, body), &())
+        .await
+        .map_err(|e| not_multipart(e.body_text()))?;
+    Ok((multipart, guard))
 }
 
 fn blob_error(error: BlobError) -> ApiError {
@@ -105,9 +185,9 @@ pub async fn upload(
     user: CurrentUser,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let result = accept(state, user, query, headers, multipart).await;
+    let result = accept(state, user, query, headers, request).await;
     observability::upload_outcome(match &result {
         Ok(_) => "accepted",
         Err(ApiError::PayloadTooLarge { .. }) => "too_large",
@@ -123,7 +203,7 @@ async fn accept(
     user: CurrentUser,
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
-    multipart: Result<Multipart, MultipartRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let Query(query) = query?;
     let mut received = Received::default();
@@ -134,17 +214,13 @@ async fn accept(
         received.quality.set(BITRATE_PARAM, bitrate)?;
     }
     received.quality.resolve()?;
-    let mut multipart = multipart.map_err(|e| {
-        ApiError::BadRequest(format!(
-            "expected a multipart/form-data body with one file part: {}",
-            e.body_text()
-        ))
-    })?;
+    let (mut multipart, guard) =
+        guarded_multipart(request, state.max_upload_bytes + MULTIPART_OVERHEAD).await?;
     // Held until the response is ready: the upload's slot among the user's concurrent ones.
     let _slot = match state.limits.admit_upload(&user.id) {
         Ok(slot) => slot,
         Err(refused) => {
-            drain(&mut multipart).await;
+            linger(&state, &guard);
             return Err(refused);
         }
     };
@@ -155,14 +231,15 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > state.max_upload_bytes + MULTIPART_OVERHEAD) {
-        drain(&mut multipart).await;
+        linger(&state, &guard);
         return Err(ApiError::PayloadTooLarge {
             limit: state.max_upload_bytes,
         });
     }
 
     let job_id = Uuid::now_v7();
-    if let Err(error) = receive(&state, &user, job_id, &mut multipart, &mut received).await {
+    let receiving = receive(&state, &user, job_id, &mut multipart, &guard, &mut received).await;
+    if let Err(error) = receiving {
         if let Some(pending) = received.file.take()
             && let Err(e) = pending.upload.abort().await
         {
@@ -170,9 +247,12 @@ async fn accept(
         }
         if matches!(
             error,
-            ApiError::PayloadTooLarge { .. } | ApiError::BadRequest(_) | ApiError::Unprocessable(_)
+            ApiError::PayloadTooLarge { .. }
+                | ApiError::BadRequest(_)
+                | ApiError::FormRefused { .. }
+                | ApiError::Unprocessable(_)
         ) {
-            drain(&mut multipart).await;
+            linger(&state, &guard);
         }
         return Err(error);
     }
@@ -248,8 +328,11 @@ async fn receive(
     user: &CurrentUser,
     job_id: Uuid,
     multipart: &mut Multipart,
+    guard: &FormGuard,
     received: &mut Received,
 ) -> Result<(), ApiError> {
+    let limit = state.max_upload_bytes;
+    let multipart_error = |error| multipart_error(error, guard, limit);
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
         if let Some(filename) = file_name(&field) {
             if received.file.is_some() {
@@ -287,7 +370,9 @@ async fn receive(
         }
         let name = field.name().unwrap_or_default().to_owned();
         if name == QUALITY_PARAM || name == BITRATE_PARAM {
-            let value = small_text(&mut field, MAX_OPTION_FIELD_BYTES, &name).await?;
+            let value = small_text(&mut field, MAX_OPTION_FIELD_BYTES, &name)
+                .await
+                .map_err(|e| e.into_api_error(guard, limit))?;
             received.quality.set(&name, value)?;
         } else {
             // Unknown fields are tolerated (clients add their own), but only small ones.
@@ -304,32 +389,33 @@ async fn receive(
     Ok(())
 }
 
-async fn small_text(field: &mut Field<'_>, limit: usize, name: &str) -> Result<String, ApiError> {
-    let mut bytes = Vec::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        bytes.extend_from_slice(&chunk);
-        if bytes.len() > limit {
-            return Err(ApiError::Unprocessable(format!("{name} is too long")));
-        }
-    }
-    String::from_utf8(bytes).map_err(|_| ApiError::Unprocessable(format!("{name} is not text")))
+/// Why a small text field could not be read.
+enum TextError {
+    Multipart(MultipartError),
+    Refused(ApiError),
 }
 
-/// Reads and discards what is left of the body, within limits.
-async fn drain(multipart: &mut Multipart) {
-    let deadline = Instant::now() + DRAIN_LIMIT;
-    let mut drained = 0u64;
-    let work = async {
-        while let Ok(Some(mut field)) = multipart.next_field().await {
-            while let Ok(Some(chunk)) = field.chunk().await {
-                drained += chunk.len() as u64;
-                if drained > DRAIN_MAX_BYTES {
-                    return;
-                }
-            }
+impl TextError {
+    fn into_api_error(self, guard: &FormGuard, limit: u64) -> ApiError {
+        match self {
+            TextError::Multipart(error) => multipart_error(error, guard, limit),
+            TextError::Refused(error) => error,
         }
-    };
-    let _ = tokio::time::timeout_at(deadline.into(), work).await;
+    }
+}
+
+async fn small_text(field: &mut Field<'_>, limit: usize, name: &str) -> Result<String, TextError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(TextError::Multipart)? {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > limit {
+            return Err(TextError::Refused(ApiError::Unprocessable(format!(
+                "{name} is too long"
+            ))));
+        }
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| TextError::Refused(ApiError::Unprocessable(format!("{name} is not text"))))
 }
 
 /// The file name of a file part, or `None` for a plain form field. Read from the raw

@@ -52,6 +52,19 @@ pub trait EventStore: Send + Sync + 'static {
     /// Every stored event of `job_id`, in `(occurred_at, event_id)` order.
     async fn events_of_job(&self, job_id: Uuid) -> Result<Vec<Envelope>, StoreError>;
 
+    /// The stored events of `job_id` that occurred at or after `since`, in `(occurred_at,
+    /// event_id)` order: what a live job stream reads past its cursor instead of the whole
+    /// history. (Adapters may return a little more, e.g. the rest of `since`'s millisecond.)
+    async fn events_of_job_since(
+        &self,
+        job_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let mut events = self.events_of_job(job_id).await?;
+        events.retain(|event| event.occurred_at >= since);
+        Ok(events)
+    }
+
     /// Ids of the jobs `owner_id` submitted, newest first.
     async fn jobs_of_owner(&self, owner_id: &str, page: JobPage) -> Result<Vec<Uuid>, StoreError>;
 

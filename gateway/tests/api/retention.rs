@@ -283,7 +283,7 @@ async fn a_second_conversion_of_a_job_leaves_one_mp3() {
 
     app.wait_until_deleted(Bucket::Mp3s, &second_mp3, Duration::from_secs(10))
         .await;
-    assert_eq!(app.file_and_chunks(Bucket::Mp3s, &first_mp3).await.0, true);
+    assert!(app.file_and_chunks(Bucket::Mp3s, &first_mp3).await.0);
     let job = app.job(&user, &job_id).await;
     assert_eq!(job["status"], "succeeded");
     assert_eq!(job["mp3_file_id"], first_mp3.as_str());

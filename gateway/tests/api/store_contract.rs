@@ -111,6 +111,62 @@ async fn appends_once_per_event_id_and_folds_a_job(stores: Stores) {
         .expect("a healthy store answers its check");
 }
 
+async fn reads_a_jobs_events_since_a_cursor(stores: Stores) {
+    let base = Utc::now() - chrono::Duration::seconds(60);
+    let at = |event: Envelope, seconds: i64| Envelope {
+        occurred_at: base + chrono::Duration::seconds(seconds),
+        ..event
+    };
+    let job = at(submitted("carol"), 0);
+    let first = at(started(&job), 10);
+    let second = at(started(&job), 20);
+    let third = at(started(&job), 30);
+    let other_job = at(submitted("carol"), 15);
+    // Stored out of order: the cursor is the event time, not the arrival order.
+    for event in [&third, &job, &other_job, &second, &first] {
+        stores.events.append(event).await.unwrap();
+    }
+    let ids = |events: Vec<Envelope>| events.iter().map(|e| e.event_id).collect::<Vec<_>>();
+    let since = |seconds: i64| base + chrono::Duration::seconds(seconds);
+    let events = &stores.events;
+    assert_eq!(
+        ids(events
+            .events_of_job_since(job.job_id, since(15))
+            .await
+            .unwrap()),
+        [second.event_id, third.event_id]
+    );
+    // At the cursor's time is included (a reader dedupes by event id).
+    assert_eq!(
+        ids(events
+            .events_of_job_since(job.job_id, since(20))
+            .await
+            .unwrap()),
+        [second.event_id, third.event_id]
+    );
+    assert_eq!(
+        ids(events
+            .events_of_job_since(job.job_id, since(-3600))
+            .await
+            .unwrap()),
+        ids(events.events_of_job(job.job_id).await.unwrap())
+    );
+    assert_eq!(
+        events
+            .events_of_job_since(job.job_id, since(31))
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        events
+            .events_of_job_since(Uuid::now_v7(), since(-3600))
+            .await
+            .unwrap(),
+        []
+    );
+}
+
 async fn lists_an_owners_jobs_newest_first_in_pages(stores: Stores) {
     let jobs: Vec<Envelope> = (0..3).map(|_| submitted("bob")).collect();
     for job in &jobs {
@@ -276,6 +332,7 @@ macro_rules! contract {
 
 contract!(
     appends_once_per_event_id_and_folds_a_job,
+    reads_a_jobs_events_since_a_cursor,
     lists_an_owners_jobs_newest_first_in_pages,
     lists_every_submitted_job_oldest_first,
     the_outbox_leases_each_entry_to_one_claimer,

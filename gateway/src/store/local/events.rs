@@ -3,6 +3,7 @@
 use super::super::{EventStore, JobPage, StoreError, owner_of, readable_event};
 use super::{EVENTS_FILE, append_line, complete_lines, io_error, open_for_append};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use contracts::{Envelope, JobEvent};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -118,6 +119,19 @@ impl EventStore for LocalEventStore {
             .get(&job_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    async fn events_of_job_since(
+        &self,
+        job_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        let index = self.read_index();
+        let Some(events) = index.by_job.get(&job_id) else {
+            return Ok(Vec::new());
+        };
+        let from = events.partition_point(|e| e.occurred_at < since);
+        Ok(events[from..].to_vec())
     }
 
     async fn jobs_of_owner(&self, owner_id: &str, page: JobPage) -> Result<Vec<Uuid>, StoreError> {

@@ -5,6 +5,7 @@
 use super::is_duplicate_key;
 use crate::store::{EventStore, JobPage, StoreError, owner_of};
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use contracts::Envelope;
 use futures::TryStreamExt;
 use mongodb::bson::{self, Document, doc};
@@ -84,6 +85,34 @@ impl EventStore for MongoEventStore {
             .try_collect()
             .await?;
         let mut events: Vec<Envelope> = documents.iter().filter_map(super::stored_event).collect();
+        events.sort_by_key(|e| (e.occurred_at, e.event_id));
+        Ok(events)
+    }
+
+    async fn events_of_job_since(
+        &self,
+        job_id: Uuid,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<Envelope>, StoreError> {
+        // Stored times are whole milliseconds (floored), so flooring `since` misses nothing.
+        let filter = doc! {
+            "job_id": job_id.to_string(),
+            "occurred_at": {"$gte": bson::DateTime::from_millis(since.timestamp_millis())},
+        };
+        let documents: Vec<Document> = self
+            .events
+            .find(filter)
+            .sort(doc! {"occurred_at": 1, "_id": 1})
+            .await?
+            .try_collect()
+            .await?;
+        let mut events = Vec::with_capacity(documents.len());
+        for document in &documents {
+            match super::envelope_of(document) {
+                Ok(event) => events.push(event),
+                Err(e) => tracing::error!(error = %e, "skipping an unreadable stored event"),
+            }
+        }
         events.sort_by_key(|e| (e.occurred_at, e.event_id));
         Ok(events)
     }
