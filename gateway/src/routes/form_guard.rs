@@ -373,6 +373,85 @@ mod tests {
         (Ok(()), framing)
     }
 
+    mod properties {
+        //! The framing follows client bytes: whatever they are and however they are cut into
+        //! chunks, the guard decides the same, never panics, and lets every well-formed form
+        //! through.
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Bytes that mix random noise with the pieces the framing looks for.
+        fn hostile_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..64),
+                Just(format!("--{BOUNDARY}").into_bytes()),
+                Just(format!("\r\n--{BOUNDARY}").into_bytes()),
+                Just(b"\r\n\r\n".to_vec()),
+                Just(b"--\r\n".to_vec()),
+                Just(b" \t\r\n".to_vec()),
+            ];
+            prop::collection::vec(piece, 0..40).prop_map(|pieces| pieces.concat())
+        }
+
+        /// A well-formed form: up to 8 parts, headers under the cap, content that never holds the
+        /// delimiter.
+        fn valid_form() -> impl Strategy<Value = Vec<u8>> {
+            let part = (
+                "[a-z]{1,12}",
+                prop::collection::vec(any::<u8>(), 0..300).prop_filter(
+                    "content holding the delimiter ends the part early",
+                    |content| {
+                        let delimiter = format!("\r\n--{BOUNDARY}");
+                        !content
+                            .windows(delimiter.len())
+                            .any(|w| w == delimiter.as_bytes())
+                            && !content.ends_with(b"\r")
+                    },
+                ),
+            );
+            prop::collection::vec(part, 1..8).prop_map(|parts| {
+                let parts: Vec<(String, Vec<u8>)> = parts
+                    .into_iter()
+                    .map(|(name, content)| {
+                        (
+                            format!("Content-Disposition: form-data; name=\"{name}\""),
+                            content,
+                        )
+                    })
+                    .collect();
+                let borrowed: Vec<(&str, &[u8])> = parts
+                    .iter()
+                    .map(|(headers, content)| (headers.as_str(), content.as_slice()))
+                    .collect();
+                form(&borrowed)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn the_verdict_does_not_depend_on_the_chunking(
+                body in prop_oneof![hostile_bytes(), valid_form()],
+                first in 1usize..97,
+                second in 1usize..97,
+            ) {
+                let (a, _) = feed_in(&body, first);
+                let (b, _) = feed_in(&body, second);
+                let (whole, _) = feed_in(&body, body.len().max(1));
+                prop_assert_eq!(a, b);
+                prop_assert_eq!(a, whole);
+            }
+
+            #[test]
+            fn every_well_formed_form_passes(body in valid_form(), size in 1usize..97) {
+                let (result, framing) = feed_in(&body, size);
+                prop_assert_eq!(result, Ok(()));
+                prop_assert_eq!(framing.stage, Stage::Epilogue);
+            }
+        }
+    }
+
     #[test]
     fn a_normal_form_passes_whatever_the_chunking() {
         // File content that looks almost like a delimiter, and a CRLFCRLF inside it.
