@@ -27,6 +27,7 @@ pub use relay::{RELAY_LEASE, relay};
 pub use sweeper::{CLAIM_LEASE, Sweeper, describe, expires_at};
 
 use platform::bus::Subscription;
+use std::time::Duration;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -36,9 +37,28 @@ pub const QUEUE: &str = "gateway";
 /// The gateway's subscription: every job event. Bound to every routing key rather than to this
 /// build's list of types, so an event type a newer build adds reaches this queue too (where the
 /// bus parks it for re-drive) instead of being routed nowhere during a rolling deploy.
+///
+/// Its retries span hours, not the default minutes: this consumer writes the event store, the
+/// system of record, and what fails here is the store itself (MongoDB away), not the event. An
+/// outage of a few hours delays job states; only a longer one dead-letters events, and `gateway
+/// dead-letters redrive` puts them back.
 pub fn subscription() -> Subscription {
-    Subscription::new(QUEUE, &["#"]).with_prefetch(16)
+    Subscription::new(QUEUE, &["#"])
+        .with_prefetch(16)
+        .with_retry_delays(STORE_OUTAGE_RETRY_DELAYS.to_vec())
 }
+
+/// 1 s, 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h: about 3 h 43 min in all.
+const STORE_OUTAGE_RETRY_DELAYS: [Duration; 8] = [
+    Duration::from_secs(1),
+    Duration::from_secs(5),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+    Duration::from_secs(1800),
+    Duration::from_secs(3600),
+    Duration::from_secs(7200),
+];
 
 /// Wake-ups for live job streams: the id of each job whose events changed in this process.
 #[derive(Clone)]
@@ -62,5 +82,16 @@ impl JobUpdates {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Uuid> {
         self.sender.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_wait_out_hours_of_store_trouble_before_they_are_dead_lettered() {
+        let waited: Duration = subscription().retry_delays.iter().sum();
+        assert!(waited >= Duration::from_secs(3 * 3600), "{waited:?}");
     }
 }
