@@ -264,11 +264,14 @@ impl AllInOne {
                 MailDestination::Smtp(shown)
             }
             None => {
-                let mailer = FileMailer::new(&mail_dir)
-                    .await
-                    .with_context(|| format!("cannot create {}", mail_dir.display()))?;
+                // The embedded backends write `.eml` files already; the MongoDB ones mail by SMTP.
+                if mongo.is_some() {
+                    let mailer = FileMailer::new(&mail_dir)
+                        .await
+                        .with_context(|| format!("cannot create {}", mail_dir.display()))?;
+                    notification_backends.mailer = Arc::new(mailer);
+                }
                 backends.push(("mail", format!(".eml files in {}", mail_dir.display())));
-                notification_backends.mailer = Arc::new(mailer);
                 MailDestination::Folder(mail_dir)
             }
         };

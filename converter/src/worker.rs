@@ -272,16 +272,11 @@ impl JobHandler {
         self.publish(&started).await?;
 
         let clock = Instant::now();
-        let video_bytes = self
-            .blobs
-            .info(Bucket::Videos, &job.video_file_id)
-            .await?
-            .ok_or(BlobError::NotFound)?
-            .length;
-        // Room for the video and the largest MP3 this job may write, held until both are gone.
+        // Room for the video (its size is in the submission) and the largest MP3 this job may
+        // write, held until both are gone.
         let _room = self
             .spill
-            .reserve(video_bytes.saturating_add(self.limits.max_mp3_bytes))
+            .reserve(job.size_bytes.saturating_add(self.limits.max_mp3_bytes))
             .await
             .map_err(|e| {
                 JobError::Permanent(format!(

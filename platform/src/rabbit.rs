@@ -287,59 +287,17 @@ impl RabbitBus {
     /// starts are moved, so a consumer that still cannot read them and parks them again does not
     /// keep it going round.
     pub async fn redrive_parked(&self, queue: &str) -> Result<u64, BusError> {
-        let connection = self.connect().await?;
-        let channel = self.confirm_channel(&connection).await?;
         let queue = self.topology.queue(queue);
-        let parked = parked_queue_name(&queue);
-        // Passive: re-driving into a queue that does not exist would drop every message.
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .map_err(|e| BusError::Unavailable(format!("queue {queue}: {e}")))?;
-        let waiting = channel
-            .queue_declare(
-                parked.as_str().into(),
-                QueueDeclareOptions::durable(),
-                self.topology.queue_arguments(),
-            )
-            .await
-            .map_err(unavailable)?
-            .message_count();
-        let mut moved = 0u64;
-        let result = async {
-            while moved < u64::from(waiting) {
-                let Some(message) = channel
-                    .basic_get(parked.as_str().into(), BasicGetOptions::default())
-                    .await
-                    .map_err(unavailable)?
-                else {
-                    break;
-                };
-                let delivery = message.delivery;
-                let properties = without_header(&delivery.properties, PARKED_REASON_HEADER);
-                publish_confirmed(&channel, "", &queue, &delivery.data, properties, true).await?;
-                delivery
-                    .ack(BasicAckOptions::default())
-                    .await
-                    .map_err(unavailable)?;
-                moved += 1;
-            }
-            Ok::<(), BusError>(())
-        }
-        .await;
-        // Closing returns an unacknowledged message (the one a failure interrupted) to the
-        // parking queue at once.
-        let _ = channel.close(200, "re-drive done".into()).await;
-        let _ = connection.close(200, "re-drive done".into()).await;
+        let moved = self
+            .move_messages(&parked_queue_name(&queue), &queue, |delivery| {
+                Some(without_headers(
+                    &delivery.properties,
+                    &[PARKED_REASON_HEADER],
+                ))
+            })
+            .await?;
         tracing::info!(%queue, moved, "parked events re-driven");
-        result.map(|()| moved)
+        Ok(moved)
     }
 
     /// Up to `limit` messages of the dead-letter queue, oldest first, as they are: peeked, not
@@ -347,7 +305,9 @@ impl RabbitBus {
     pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
         let connection = self.connect().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
-        let waiting = self.declare_dead_letter_queue(&channel).await?;
+        let waiting = self
+            .declare_aside_queue(&channel, &self.topology.dead_letter_queue)
+            .await?;
         let mut seen = Vec::new();
         let result = async {
             while seen.len() < limit.min(waiting as usize) {
@@ -375,65 +335,92 @@ impl RabbitBus {
     /// with its attempts counted from 1 again; the other services' dead letters stay where they
     /// are. Returns how many moved.
     pub async fn redrive_dead_letters(&self, queue: &str) -> Result<u64, BusError> {
+        let queue = self.topology.queue(queue);
+        let moved = self
+            .move_messages(&self.topology.dead_letter_queue, &queue, |delivery| {
+                // Another service's dead letters are left where they are.
+                if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
+                    return None;
+                }
+                let properties = without_headers(
+                    &delivery.properties,
+                    &[
+                        "x-death",
+                        "x-first-death-queue",
+                        "x-first-death-reason",
+                        "x-first-death-exchange",
+                    ],
+                );
+                let mut headers = properties.headers().clone().unwrap_or_default();
+                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+                Some(properties.with_headers(headers))
+            })
+            .await?;
+        tracing::info!(%queue, moved, "dead letters re-driven");
+        Ok(moved)
+    }
+
+    /// Moves the messages waiting in `source` when it starts into `target`, one at a time: each
+    /// is published with a confirm, then acked, so a failure loses nothing. `rewrite` gives the
+    /// properties a message goes with, or `None` to leave it; left and interrupted messages are
+    /// unacknowledged and return to `source` when the channel closes. Counting from the start
+    /// keeps a consumer that parks or dead-letters the moved messages again from keeping it going.
+    async fn move_messages(
+        &self,
+        source: &str,
+        target: &str,
+        rewrite: impl Fn(&Delivery) -> Option<BasicProperties>,
+    ) -> Result<u64, BusError> {
         let connection = self.connect().await?;
         let channel = self.confirm_channel(&connection).await?;
-        let queue = self.topology.queue(queue);
-        let waiting = self.declare_dead_letter_queue(&channel).await?;
-        let mut moved = 0u64;
         let result = async {
+            // Passive: moving into a queue that does not exist would drop every message.
+            channel
+                .queue_declare(
+                    target.into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| BusError::Unavailable(format!("queue {target}: {e}")))?;
+            let waiting = self.declare_aside_queue(&channel, source).await?;
+            let mut moved = 0u64;
             for _ in 0..waiting {
                 let Some(message) = channel
-                    .basic_get(
-                        self.topology.dead_letter_queue.as_str().into(),
-                        BasicGetOptions::default(),
-                    )
+                    .basic_get(source.into(), BasicGetOptions::default())
                     .await
                     .map_err(unavailable)?
                 else {
                     break;
                 };
                 let delivery = message.delivery;
-                if DeadLetter::of(&delivery).queue.as_deref() != Some(queue.as_str()) {
-                    // Another service's: left unacknowledged, it returns when the channel closes.
+                let Some(properties) = rewrite(&delivery) else {
                     continue;
-                }
-                let mut headers = delivery
-                    .properties
-                    .headers()
-                    .as_ref()
-                    .map(|h| h.inner().clone())
-                    .unwrap_or_default();
-                for name in [
-                    "x-death",
-                    "x-first-death-queue",
-                    "x-first-death-reason",
-                    "x-first-death-exchange",
-                ] {
-                    headers.remove(name);
-                }
-                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
-                let properties = delivery.properties.clone().with_headers(headers.into());
-                publish_confirmed(&channel, "", &queue, &delivery.data, properties, true).await?;
+                };
+                publish_confirmed(&channel, "", target, &delivery.data, properties, true).await?;
                 delivery
                     .ack(BasicAckOptions::default())
                     .await
                     .map_err(unavailable)?;
                 moved += 1;
             }
-            Ok::<(), BusError>(())
+            Ok::<u64, BusError>(moved)
         }
         .await;
-        let _ = channel.close(200, "re-drive done".into()).await;
-        let _ = connection.close(200, "re-drive done".into()).await;
-        tracing::info!(%queue, moved, "dead letters re-driven");
-        result.map(|()| moved)
+        let _ = channel.close(200, "moved".into()).await;
+        let _ = connection.close(200, "moved".into()).await;
+        result
     }
 
-    /// Declares the dead-letter queue (idempotent) and says how many messages wait in it.
-    async fn declare_dead_letter_queue(&self, channel: &Channel) -> Result<u32, BusError> {
+    /// Declares a queue where messages are set aside (a parking or the dead-letter queue;
+    /// idempotent) and says how many wait in it.
+    async fn declare_aside_queue(&self, channel: &Channel, name: &str) -> Result<u32, BusError> {
         Ok(channel
             .queue_declare(
-                self.topology.dead_letter_queue.as_str().into(),
+                name.into(),
                 QueueDeclareOptions::durable(),
                 self.topology.queue_arguments(),
             )
@@ -777,14 +764,16 @@ async fn park(delivery: &Delivery, queue: &str, error: &DecodeError, channel: &C
     }
 }
 
-/// `properties` without the header `name`.
-fn without_header(properties: &BasicProperties, name: &str) -> BasicProperties {
+/// `properties` without the headers `names`.
+fn without_headers(properties: &BasicProperties, names: &[&str]) -> BasicProperties {
     let mut headers = properties
         .headers()
         .as_ref()
         .map(|h| h.inner().clone())
         .unwrap_or_default();
-    headers.remove(name);
+    for name in names {
+        headers.remove(*name);
+    }
     properties.clone().with_headers(headers.into())
 }
 
