@@ -12,7 +12,7 @@
 #   base     deploy/base-images.sh: podman, runc, debootstrap; localhost/debian:bookworm-slim and
 #            the Rust image under the Dockerfile's FROM names
 #   build    the four service images from the Dockerfile unchanged: `--target builder` with the
-#            machine's CA bundle mounted (crates.io over HTTPS), then each service target without
+#            machine's CA bundle mounted (the crate registry over HTTPS), then each service target without
 #            it (their apt steps install ca-certificates), from the layer cache
 #   standins images built from packages, tagged with the names compose uses: mysql:8.4 (MariaDB),
 #            mongo:7.0 (SecantusDB), rabbitmq:3.13-management (Debian's RabbitMQ),
