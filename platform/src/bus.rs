@@ -36,9 +36,9 @@ pub struct Subscription {
     /// Delays before redelivery after each transient failure; after the last one the delivery is
     /// dead-lettered. Attempts in all = `retry_delays.len() + 1`.
     pub retry_delays: Vec<Duration>,
-    /// When set, the broker gives a message up after this many deliveries that were neither
-    /// acknowledged nor rejected (the consumer died or lost its channel holding them), and
-    /// [`EventHandler::abandoned`] is called. On RabbitMQ this makes the queue a quorum queue.
+    /// When set, the broker gives a message up when more than this many of its deliveries came
+    /// back neither acknowledged nor rejected (the consumer died or lost its channel holding it),
+    /// and [`EventHandler::abandoned`] is called. On RabbitMQ this makes the queue a quorum queue.
     pub delivery_limit: Option<u32>,
     /// A queue of an earlier build this subscription's queue replaces (changing a queue's type
     /// needs a new name): its messages are moved over and it is deleted once empty and unused.

@@ -632,9 +632,9 @@ impl RabbitBus {
         let session = shutdown.child_token();
         let broken = std::sync::Mutex::new(None::<String>);
         let watch = async {
-            if subscription.delivery_limit.is_some() {
+            if let Some(limit) = subscription.delivery_limit {
                 let outcome = self
-                    .watch_abandoned(&connection, &queue, handler.as_ref(), &session)
+                    .watch_abandoned(&connection, &queue, limit, handler.as_ref(), &session)
                     .await;
                 if let Err(e) = outcome {
                     *broken.lock().expect("not poisoned") = Some(e.to_string());
@@ -689,6 +689,7 @@ impl RabbitBus {
         &self,
         connection: &Connection,
         queue: &str,
+        delivery_limit: u32,
         handler: &dyn EventHandler,
         session: &CancellationToken,
     ) -> Result<(), BusError> {
@@ -730,9 +731,9 @@ impl RabbitBus {
                 let _ = delivery.ack(BasicAckOptions::default()).await;
                 continue;
             };
-            let deliveries_counted = header_u32(&delivery, "x-delivery-count")
-                .map(|count| count + 1)
-                .unwrap_or(1);
+            // RabbitMQ gives a message up when it comes back once more than the limit allows
+            // (limit 2: the third death); the dead letter does not carry the count itself.
+            let deliveries_counted = delivery_limit + 1;
             let delivered = Delivered {
                 attempt: header_u32(&delivery, ATTEMPT_HEADER).unwrap_or(1).max(1),
                 envelope,

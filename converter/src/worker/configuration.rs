@@ -32,8 +32,8 @@ pub struct Settings {
     /// `CONVERTER_LEASE_TTL` (default `30s`): how long a job's conversion lease lasts unless its
     /// holder renews it (every third of it). A dead worker's job waits this long for another.
     pub lease_ttl: Duration,
-    /// `DELIVERY_LIMIT` (default 5): deliveries of one job whose worker died holding it after
-    /// which the broker gives the job up and it fails ("the file could not be processed").
+    /// `DELIVERY_LIMIT` (default 5): deaths of a worker holding one job that the broker lets pass;
+    /// at the next one it gives the job up and the job fails ("the file could not be processed").
     pub delivery_limit: u32,
 }
 
