@@ -90,6 +90,12 @@ def free_port():
         return s.getsockname()[1]
 
 
+# The converter's queue (a quorum queue, which counts the deliveries its consumer died holding).
+CONVERTER_QUEUE = "converter.quorum"
+CONVERTER_LEASE_TTL_SECONDS = 6
+DELIVERY_LIMIT = 3
+
+
 def wait_until(predicate, timeout, interval=0.2, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -433,6 +439,10 @@ class Stack:
             "CONVERTER_RETRY_DELAYS": RETRY_DELAYS,
             "NOTIFICATION_RETRY_DELAYS": RETRY_DELAYS,
             "CONVERTER_CONCURRENCY": "2",
+            # A killed converter's job is taken up again after one lease time (default 30 s), and
+            # given up after DELIVERY_LIMIT + 1 deaths: short, so the poison scenario is quick.
+            "CONVERTER_LEASE_TTL": f"{CONVERTER_LEASE_TTL_SECONDS}s",
+            "DELIVERY_LIMIT": str(DELIVERY_LIMIT),
             # The gateway's own per-address / per-user limits, out of the way of the load and
             # fault traffic; the "gateway rate limits" scenario restarts it with low ones.
             **GATEWAY_LIMITS_RELAXED,
@@ -1018,7 +1028,7 @@ class Suite:
             time.sleep(4)  # would-be redeliveries have time to show
             started = {j: self.observer.started_count(j) for j in jobs}
             mails = {j: self.observer.mail_count(j) for j in jobs}
-            queue = self.observer.queue("converter")
+            queue = self.observer.queue(CONVERTER_QUEUE)
             dead = self.observer.dead_letters()
             alive = self.stack.pid("converter") == converter_pid and pid_alive(converter_pid)
             redelivered = {j: n for j, n in started.items() if n != 1}
@@ -1090,6 +1100,9 @@ class Suite:
     def section_faults(self):
         self.scenario("fault: kill -9 converter mid-conversion, restart",
                       "all jobs converted, 1 MP3 + 1 mail each", 900, lambda: kill_converter(self))
+        self.scenario("fault: converter kill -9'd on every delivery of one job (poison), restarted",
+                      "that job failed with the reason and 1 mail; the others converted, 1 MP3 + 1 mail each",
+                      900, lambda: poison_delivery(self))
         self.scenario("fault: the same job.submitted delivered twice at once (at-least-once)",
                       "still exactly 1 MP3 + 1 mail", 300, lambda: duplicate_delivery(self))
         self.scenario("fault: RabbitMQ stopped during 20 uploads, started",
@@ -1814,6 +1827,49 @@ def kill_converter(suite):
                                            else "; ".join(problems[:4])))
 
 
+def poison_delivery(suite):
+    """A job the converter dies on every time (as an out-of-memory kill would): the suite kills it
+    whenever it converts that job. The broker counts the deaths (quorum queue delivery limit) and
+    gives the job up after DELIVERY_LIMIT + 1; the converter then fails it with the reason."""
+    stack, api, observer = suite.stack, suite.api, suite.observer
+    user = User(api, "poison")
+    poison = user.upload("poison.mp4", suite.media["long"], timeout=300)
+    if poison.status != 202:
+        return False, f"upload {poison.summary()}"
+    poison_id = poison.json()["job_id"]
+    others = {}
+    for i in range(2):
+        response = user.upload(f"healthy-{i}.mp4", suite.media["short"])
+        if response.status == 202:
+            others[response.json()["job_id"]] = user
+    kills, deadline = 0, time.monotonic() + 600
+    while time.monotonic() < deadline:
+        state = user.job(poison_id) or {}
+        if state.get("status") in ("succeeded", "failed"):
+            break
+        if state.get("status") == "converting" and observer.started_count(poison_id) > kills:
+            stack.sh("kill-service", "converter")
+            kills += 1
+            time.sleep(0.5)
+            stack.sh("start-service", "converter")
+            stack.wait_ready(["converter"], 120)
+        time.sleep(0.2)
+    state = user.job(poison_id) or {}
+    reason = state.get("failure_reason") or ""
+    problems, _ = audit_jobs(observer, others, 600)
+    try:
+        wait_until(lambda: observer.mail_count(poison_id) >= 1, 60, interval=0.5, what="the failure mail")
+    except TimeoutError:
+        pass
+    time.sleep(3)
+    mails = observer.mail_count(poison_id)
+    held = (state.get("status") == "failed" and "could not be processed" in reason
+            and kills == DELIVERY_LIMIT + 1 and mails == 1 and not problems)
+    return held, (f"killed {kills}× (limit {DELIVERY_LIMIT}); poisoned job {state.get('status')}: {reason!r}, "
+                  f"{mails} mail(s); {len(others)} other jobs: "
+                  + ("converted, 1 MP3 + 1 mail each" if not problems else "; ".join(problems[:4])))
+
+
 def duplicate_delivery(suite):
     """What an unconfirmed publish retried by the outbox produces: two copies of one event. The
     converter is stopped so that both copies wait in its queue and arrive together."""
@@ -1825,13 +1881,13 @@ def duplicate_delivery(suite):
         if response.status != 202:
             return False, f"upload {response.summary()}"
         job_id = response.json()["job_id"]
-        wait_until(lambda: observer.queue("converter") == 1, 30, what="the job in the converter queue")
+        wait_until(lambda: observer.queue(CONVERTER_QUEUE) == 1, 30, what="the job in the converter queue")
         stored = observer.mongo["jobs"]["events"].find_one({"job_id": job_id, "event_type": "job.submitted"})
         client = Amqp(rabbit.port, rabbit.user, rabbit.password)
         try:
             client.publish("jobs.events", "job.submitted", stored["envelope"].encode(), stored["_id"])
             deadline = time.monotonic() + 10
-            while (queued := client.message_count("converter")) < 2 and time.monotonic() < deadline:
+            while (queued := client.message_count(CONVERTER_QUEUE)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.1)
         finally:
             client.close()

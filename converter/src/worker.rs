@@ -13,15 +13,32 @@
 //! Redelivery is safe: the MP3's metadata holds the success event, so a job that was already
 //! converted republishes that same event (same event id, deduplicated downstream) instead of
 //! converting again.
+//!
+//! One conversion per job across replicas: a delivery converts only while it holds the job's
+//! lease ([`lease`]), renewed by a heartbeat while it converts. A delivery of a job whose lease
+//! another holder has waits up to two lease times for it (a dead holder's lease expires by then,
+//! and the delivery keeps its place in the broker's count of deaths), then is deferred through
+//! the retry queue, never acknowledged and lost. Once it holds the lease it finds the MP3 the
+//! other made and re-announces the same success event. This also covers a conversion longer than
+//! the broker's consumer timeout: the broker takes the delivery back and redelivers it while the
+//! first still converts; the first finishes (its ack fails, which is harmless), the redelivery
+//! waits, then re-announces.
+//!
+//! Poison jobs: the converter's queue has a delivery limit ([`Settings::delivery_limit`]). A job
+//! whose conversion kills the process every time (abort, out of memory) is given up by the broker
+//! after that many deaths, and the worker then ends it with a failure that says the file could
+//! not be processed ([`EventHandler::abandoned`]).
 
 mod backends;
 mod configuration;
+pub mod lease;
 mod spill;
 
 use spill::SpillSpace;
 
 pub use backends::Backends;
 pub use configuration::{Settings, limits_from_env};
+use lease::Leases;
 
 use crate::transcode::{Limits, TranscodeError, TranscodeOptions, TranscodeReport, transcode};
 use async_trait::async_trait;
@@ -35,7 +52,6 @@ use platform::blob::{BlobError, BlobInfo, BlobStore, Bucket, Metadata};
 use platform::bus::{Delivered, EventBus, EventHandler, Outcome, Subscription};
 use platform::health::{Health, probe};
 use serde_json::json;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,8 +59,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const SERVICE: &str = "converter";
-/// The converter's durable queue.
-pub const QUEUE: &str = "converter";
+/// The converter's durable queue: a quorum queue, which counts the deliveries whose consumer died.
+pub const QUEUE: &str = "converter.quorum";
+/// The classic queue of earlier builds that [`QUEUE`] replaces (migrated at start-up).
+pub const REPLACED_QUEUE: &str = "converter";
 /// Metadata key under which the MP3 keeps the success event it was announced with.
 const SUCCESS_EVENT_KEY: &str = "success_event";
 /// Progress events go out at most this often.
@@ -102,7 +120,13 @@ impl Application {
             spill: SpillSpace::open(settings.temp_dir.as_deref(), settings.temp_budget_bytes)
                 .map_err(|e| anyhow::anyhow!("cannot use CONVERTER_TEMP_DIR: {e}"))?,
             limits: settings.limits,
-            jobs_in_flight: Default::default(),
+            leases: backends.leases.clone(),
+            lease_ttl: settings.lease_ttl,
+            instance: format!(
+                "pid{}-{}",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            ),
         });
         Ok(Self {
             settings,
@@ -123,6 +147,8 @@ impl Application {
         Subscription::new(QUEUE, &["job.submitted"])
             .with_prefetch(settings.concurrency)
             .with_retry_delays(settings.retry_delays.clone())
+            .with_delivery_limit(settings.delivery_limit)
+            .replacing_queue(REPLACED_QUEUE)
     }
 
     /// Consumes jobs and serves health until `shutdown`; jobs in flight finish first.
@@ -150,6 +176,9 @@ enum JobError {
     Permanent(String),
     /// Something on our side: retry later.
     Transient(String),
+    /// This delivery's lease expired and another delivery of the job holds it now: that one
+    /// finishes the job.
+    Superseded,
 }
 
 impl From<BlobError> for JobError {
@@ -187,26 +216,62 @@ struct JobHandler {
     blobs: Arc<dyn BlobStore>,
     spill: SpillSpace,
     limits: Limits,
-    /// One lock per job being converted: a duplicate delivery of the same job (at-least-once)
-    /// waits for the first, then finds its MP3 and re-announces the same success event.
-    jobs_in_flight: std::sync::Mutex<HashMap<uuid::Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Who converts which job, across replicas (see [`lease`]).
+    leases: Arc<dyn Leases>,
+    lease_ttl: Duration,
+    /// This process, in the names of the leases it holds (for operators reading the collection).
+    instance: String,
 }
 
 impl JobHandler {
-    fn job_lock(&self, job_id: uuid::Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        self.jobs_in_flight
-            .lock()
-            .expect("not poisoned")
-            .entry(job_id)
-            .or_default()
-            .clone()
+    /// Takes `job`'s lease for `holder`, waiting up to two lease times for another holder's
+    /// (long enough for a dead holder's to expire); `false` when a live holder keeps it.
+    async fn wait_for_lease(&self, job: uuid::Uuid, holder: &str) -> Result<bool, JobError> {
+        let give_up = Instant::now() + self.lease_ttl * 2;
+        let poll = (self.lease_ttl / 5).clamp(Duration::from_millis(100), Duration::from_secs(2));
+        loop {
+            let acquired = self
+                .leases
+                .acquire(job, holder, self.lease_ttl)
+                .await
+                .map_err(|e| JobError::Transient(e.to_string()))?;
+            if acquired {
+                return Ok(true);
+            }
+            if Instant::now() >= give_up {
+                return Ok(false);
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 
-    fn release_job_lock(&self, job_id: uuid::Uuid, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut locks = self.jobs_in_flight.lock().expect("not poisoned");
-        // Two holders: the map and us; nobody else is waiting for this job.
-        if Arc::strong_count(&lock) == 2 {
-            locks.remove(&job_id);
+    /// [`JobHandler::convert`] while renewing `holder`'s lease every third of the lease time; it
+    /// stops (the delivery is superseded) if the lease was lost to another holder.
+    async fn convert_holding_lease(
+        &self,
+        delivery: &Delivered,
+        job: &JobSubmitted,
+        holder: &str,
+    ) -> Result<(), JobError> {
+        let job_id = delivery.envelope.job_id;
+        let work = self.convert(delivery, job);
+        tokio::pin!(work);
+        let mut heartbeat = tokio::time::interval(self.lease_ttl / 3);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                result = &mut work => return result,
+                _ = heartbeat.tick() => match self.leases.renew(job_id, holder, self.lease_ttl).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(%job_id, %holder, "conversion lease lost to another worker; leaving the job to it");
+                        return Err(JobError::Superseded);
+                    }
+                    // The store is away: keep converting; if the lease expires meanwhile and
+                    // another takes it, the next renewal says so.
+                    Err(e) => tracing::warn!(%job_id, error = %e, "conversion lease not renewed"),
+                },
+            }
         }
     }
 }
@@ -236,6 +301,20 @@ impl JobHandler {
         kind: FailureKind,
         reason: &str,
     ) -> Result<(), JobError> {
+        let event_id = failure_event_id(delivery.envelope.event_id, kind);
+        self.publish_failure_as(delivery, job, kind, reason, event_id)
+            .await
+    }
+
+    /// Publishes ConversionFailed with the id `event_id`.
+    async fn publish_failure_as(
+        &self,
+        delivery: &Delivered,
+        job: &JobSubmitted,
+        kind: FailureKind,
+        reason: &str,
+        event_id: uuid::Uuid,
+    ) -> Result<(), JobError> {
         let mut failed = self.event(
             delivery,
             JobEvent::ConversionFailed(ConversionFailed {
@@ -246,7 +325,7 @@ impl JobHandler {
                 reason: reason.to_owned(),
             }),
         );
-        failed.event_id = failure_event_id(delivery.envelope.event_id, kind);
+        failed.event_id = event_id;
         self.publish(&failed).await
     }
 
@@ -468,6 +547,12 @@ fn success_event_id(submitted_event_id: uuid::Uuid) -> uuid::Uuid {
     uuid::Uuid::new_v5(&submitted_event_id, b"conversion.succeeded")
 }
 
+/// The id of the failure event of a submission the broker gave up (the converter died on every
+/// delivery of it), distinct from the other failures' so that it reads as its own cause.
+fn abandoned_event_id(submitted_event_id: uuid::Uuid) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&submitted_event_id, b"conversion.failed/delivery_limit")
+}
+
 fn failure_event_id(submitted_event_id: uuid::Uuid, kind: FailureKind) -> uuid::Uuid {
     let name = match kind {
         FailureKind::Unconvertible => "conversion.failed/unconvertible",
@@ -496,12 +581,21 @@ impl EventHandler for JobHandler {
             return Outcome::Done;
         };
         let job_id = delivery.envelope.job_id;
-        let lock = self.job_lock(job_id);
-        let converted = {
-            let _only_one_at_a_time = lock.lock().await;
-            self.convert(delivery, job).await
-        };
-        self.release_job_lock(job_id, lock);
+        // A name per delivery: a redelivery of a job still converting is another holder.
+        let holder = format!("{}/{}", self.instance, uuid::Uuid::new_v4().simple());
+        match self.wait_for_lease(job_id, &holder).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Outcome::Defer(format!("job {job_id} is being converted elsewhere"));
+            }
+            Err(JobError::Transient(e) | JobError::Permanent(e)) => return Outcome::Retry(e),
+            Err(JobError::Superseded) => return Outcome::Done,
+        }
+        let converted = self.convert_holding_lease(delivery, job, &holder).await;
+        if let Err(e) = self.leases.release(job_id, &holder).await {
+            // It expires by itself within one lease time.
+            tracing::warn!(%job_id, error = %e, "conversion lease not released");
+        }
         match converted {
             Ok(()) => {
                 metrics::counter!("jobs_total", "outcome" => "succeeded").increment(1);
@@ -516,9 +610,31 @@ impl EventHandler for JobHandler {
                 {
                     Ok(()) => Outcome::Done,
                     Err(JobError::Transient(e) | JobError::Permanent(e)) => Outcome::Retry(e),
+                    Err(JobError::Superseded) => Outcome::Done,
                 }
             }
             Err(JobError::Transient(reason)) => Outcome::Retry(reason),
+            Err(JobError::Superseded) => Outcome::Done,
+        }
+    }
+
+    async fn abandoned(&self, delivery: &Delivered, deliveries: u32) -> Result<(), String> {
+        let JobEvent::JobSubmitted(job) = &delivery.envelope.event else {
+            return Ok(());
+        };
+        tracing::error!(job_id = %delivery.envelope.job_id, deliveries, "the converter died on every delivery of this job; failing it");
+        metrics::counter!("jobs_total", "outcome" => "abandoned").increment(1);
+        let reason = format!(
+            "the file could not be processed: the converter stopped {deliveries} times while converting it"
+        );
+        let event_id = abandoned_event_id(delivery.envelope.event_id);
+        match self
+            .publish_failure_as(delivery, job, FailureKind::Unconvertible, &reason, event_id)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(JobError::Transient(e) | JobError::Permanent(e)) => Err(e),
+            Err(JobError::Superseded) => Ok(()),
         }
     }
 

@@ -4,6 +4,11 @@
 //! service, delayed retry queues, a dead-letter queue, a parking queue per service for events a
 //! newer build wrote). Handlers must be idempotent: a delivery can arrive more than once
 //! (redelivery after a crash or a broker reconnect, or a re-drive of parked events).
+//!
+//! A subscription with a delivery limit ([`Subscription::with_delivery_limit`]) survives poison
+//! messages: the broker itself counts the deliveries whose consumer died holding them (killed,
+//! out of memory, aborted), across restarts and replicas, and past the limit gives the message up;
+//! the handler hears of it once ([`EventHandler::abandoned`]) to end the work it stood for.
 
 use async_trait::async_trait;
 use contracts::Envelope;
@@ -31,6 +36,13 @@ pub struct Subscription {
     /// Delays before redelivery after each transient failure; after the last one the delivery is
     /// dead-lettered. Attempts in all = `retry_delays.len() + 1`.
     pub retry_delays: Vec<Duration>,
+    /// When set, the broker gives a message up when more than this many of its deliveries came
+    /// back neither acknowledged nor rejected (the consumer died or lost its channel holding it),
+    /// and [`EventHandler::abandoned`] is called. On RabbitMQ this makes the queue a quorum queue.
+    pub delivery_limit: Option<u32>,
+    /// A queue of an earlier build this subscription's queue replaces (changing a queue's type
+    /// needs a new name): its messages are moved over and it is deleted once empty and unused.
+    pub replaces_queue: Option<String>,
 }
 
 impl Subscription {
@@ -45,7 +57,21 @@ impl Subscription {
                 Duration::from_secs(30),
                 Duration::from_secs(120),
             ],
+            delivery_limit: None,
+            replaces_queue: None,
         }
+    }
+
+    /// See [`Subscription::delivery_limit`]; at least 1.
+    pub fn with_delivery_limit(mut self, limit: u32) -> Self {
+        self.delivery_limit = Some(limit.max(1));
+        self
+    }
+
+    /// See [`Subscription::replaces_queue`].
+    pub fn replacing_queue(mut self, queue: impl Into<String>) -> Self {
+        self.replaces_queue = Some(queue.into());
+        self
     }
 
     pub fn with_prefetch(mut self, prefetch: u16) -> Self {
@@ -81,6 +107,9 @@ pub enum Outcome {
     /// A transient failure: redeliver after the next retry delay, or dead-letter when attempts are
     /// exhausted (after calling [`EventHandler::exhausted`]).
     Retry(String),
+    /// Not now, and not a failure: someone else is doing the same work (another replica converting
+    /// the same job). Redeliver after the first retry delay with the attempt not counted.
+    Defer(String),
 }
 
 #[async_trait]
@@ -90,6 +119,17 @@ pub trait EventHandler: Send + Sync + 'static {
     /// Called once when a delivery failed its last attempt, before it goes to the dead-letter
     /// queue: the place to publish a failure event.
     async fn exhausted(&self, _delivery: &Delivered, _last_error: &str) {}
+
+    /// Called once when the broker gave a delivery up after `deliveries` deliveries whose consumer
+    /// died holding it (see [`Subscription::delivery_limit`]): the place to end the work with a
+    /// failure. An `Err` (e.g. the failure event could not be published) has it called again later.
+    async fn abandoned(&self, delivery: &Delivered, deliveries: u32) -> Result<(), String> {
+        tracing::error!(
+            job_id = %delivery.envelope.job_id, deliveries,
+            "the broker gave a delivery up: its consumer died holding it every time"
+        );
+        Ok(())
+    }
 }
 
 #[async_trait]

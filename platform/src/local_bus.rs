@@ -152,10 +152,25 @@ impl EventBus for InProcessBus {
                 };
                 let span = crate::trace::event_span(&delivered.envelope, &queue_name);
                 let outcome = handler.handle(&delivered).instrument(span).await;
-                let label = if outcome == Outcome::Done { "done" } else { "retry" };
+                let label = match outcome {
+                    Outcome::Done => "done",
+                    Outcome::Retry(_) => "retry",
+                    Outcome::Defer(_) => "deferred",
+                };
                 metrics::counter!("events_consumed_total", "queue" => queue_name.clone(), "event_type" => delivered.envelope.event_type(), "outcome" => label).increment(1);
                 drop(permit);
-                if let Outcome::Retry(reason) = outcome {
+                if let Outcome::Defer(reason) = &outcome {
+                    // Someone else does the same work: back after the first delay, not counted.
+                    let delay = delays.first().copied().unwrap_or(std::time::Duration::from_secs(1));
+                    tracing::info!(job_id = %delivered.envelope.job_id, ?delay, %reason, "deferred");
+                    tokio::spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = sender.send(Message {
+                            envelope: delivered.envelope,
+                            attempt: delivered.attempt,
+                        });
+                    });
+                } else if let Outcome::Retry(reason) = outcome {
                     match delays.get(delivered.attempt as usize - 1).copied() {
                         Some(delay) => {
                             tracing::warn!(job_id = %delivered.envelope.job_id, attempt = delivered.attempt, ?delay, %reason, "transient failure; retry scheduled");

@@ -13,6 +13,30 @@
 //!   parking is what makes that lose nothing.
 //!
 //! Messages are persistent and published with confirms; consumers ack manually with a prefetch.
+//!
+//! Poison messages. A subscription with a delivery limit gets a *quorum* queue with
+//! `x-delivery-limit`: the broker counts, durably and across restarts and replicas, the deliveries
+//! that came back without an ack or a reject (the consumer was killed, ran out of memory, aborted,
+//! or lost its channel), and past the limit dead-letters the message with reason `delivery_limit`
+//! (at-least-once dead-lettering, so that hand-over loses nothing either). Beside the dead-letter
+//! queue, which keeps every dead letter for operators, such a subscription's queue `<queue>` has a
+//! watch queue `<queue>.abandoned` bound to the same fanout exchange: its consumers take the dead
+//! letters that died in `<queue>` of `delivery_limit` and call [`EventHandler::abandoned`], which
+//! ends the job with a failure; the other copies are simply acknowledged there.
+//!
+//! Migration. A queue's type and arguments are fixed when it is created: declaring an existing
+//! classic queue as a quorum queue fails with 406 PRECONDITION_FAILED (and closes the channel).
+//! So the quorum queue has a new name, and the subscription names the classic queue it replaces
+//! ([`Subscription::replaces_queue`]). On every (re)connect a consumer, after declaring the new
+//! queue and its bindings, migrates what is left of the old one, idempotently: it unbinds the old
+//! queue (new events then reach only the new one; an event published in between reaches both, a
+//! duplicate the handlers tolerate), moves the messages of the old queue, its retry queues and its
+//! parking queue into the new ones (each confirmed before it is acked: nothing is lost), then
+//! deletes them if empty and unused. Several replicas may do it at once: each message is taken by
+//! one, and a queue another replica deleted first counts as done. A queue still consumed by a
+//! replica of the old build (rolling deploy), or that got messages meanwhile, stays until the next
+//! start. The same holds for a changed delivery limit: the arguments of an existing queue cannot
+//! change, so a new limit needs a new queue name (or an operator policy).
 
 use crate::bus::{BusError, Delivered, EventBus, EventHandler, Outcome, Subscription};
 use async_trait::async_trait;
@@ -26,8 +50,9 @@ use lapin::{
     options::{
         BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-        QueueBindOptions, QueueDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     },
+    protocol::{AMQPErrorKind, AMQPSoftError},
     types::{AMQPValue, FieldTable, ShortString},
 };
 use std::sync::Arc;
@@ -58,6 +83,15 @@ pub fn retry_queue_name(queue: &str, delay: Duration) -> String {
 pub fn parked_queue_name(queue: &str) -> String {
     format!("{queue}.parked")
 }
+
+/// Name of the queue where `queue`'s consumers watch for the messages the broker gave up past
+/// their delivery limit (a copy of every dead letter, bound to the dead-letter exchange).
+pub fn abandoned_queue_name(queue: &str) -> String {
+    format!("{queue}.abandoned")
+}
+
+/// The reason RabbitMQ gives a message dead-lettered past its queue's delivery limit.
+pub const DELIVERY_LIMIT_REASON: &str = "delivery_limit";
 
 /// Names of everything the bus declares. Production uses [`Topology::default`]; tests use
 /// [`Topology::isolated`] so parallel tests on one broker never see each other's messages.
@@ -107,6 +141,37 @@ impl Topology {
             arguments.insert(
                 "x-expires".into(),
                 AMQPValue::LongLongInt(expires.as_millis() as i64),
+            );
+        }
+        arguments
+    }
+
+    /// Arguments of a service queue: dead-lettering into the dead-letter exchange, and with a
+    /// delivery limit a quorum queue that counts deaths (see the module documentation).
+    fn service_queue_arguments(&self, delivery_limit: Option<u32>) -> FieldTable {
+        let mut arguments = self.queue_arguments();
+        arguments.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.dead_letter_exchange.as_str().into()),
+        );
+        if let Some(limit) = delivery_limit {
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            arguments.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(limit.into()),
+            );
+            // At-most-once (the default) would drop a dead letter the broker fails to hand over;
+            // at-least-once needs publishes refused rather than old messages dropped on overflow.
+            arguments.insert(
+                "x-dead-letter-strategy".into(),
+                AMQPValue::LongString("at-least-once".into()),
+            );
+            arguments.insert(
+                "x-overflow".into(),
+                AMQPValue::LongString("reject-publish".into()),
             );
         }
         arguments
@@ -216,19 +281,14 @@ impl RabbitBus {
         let topology = &self.topology;
         declare_exchanges(channel, topology).await?;
         let queue = topology.queue(&subscription.queue);
-        let mut arguments = topology.queue_arguments();
-        arguments.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(topology.dead_letter_exchange.as_str().into()),
-        );
         channel
             .queue_declare(
                 queue.as_str().into(),
                 QueueDeclareOptions::durable(),
-                arguments,
+                topology.service_queue_arguments(subscription.delivery_limit),
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(|e| BusError::Unavailable(format!("declaring queue {queue}: {e}")))?;
         for event_type in &subscription.event_types {
             channel
                 .queue_bind(
@@ -273,7 +333,88 @@ impl RabbitBus {
             )
             .await
             .map_err(unavailable)?;
+        if subscription.delivery_limit.is_some() {
+            let abandoned = abandoned_queue_name(&queue);
+            channel
+                .queue_declare(
+                    abandoned.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    topology.queue_arguments(),
+                )
+                .await
+                .map_err(unavailable)?;
+            channel
+                .queue_bind(
+                    abandoned.as_str().into(),
+                    topology.dead_letter_exchange.as_str().into(),
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(())
+    }
+
+    /// Migrates what is left of the queue `subscription` replaces into its queue (see the module
+    /// documentation): unbind, move the messages of the old queue, its retry queues and parking
+    /// queue, delete each once empty and unused. Returns how many messages moved. Idempotent; a
+    /// queue that cannot be deleted yet is left for the next run.
+    pub async fn migrate_replaced_queue(
+        &self,
+        subscription: &Subscription,
+    ) -> Result<u64, BusError> {
+        let Some(old) = &subscription.replaces_queue else {
+            return Ok(0);
+        };
+        let topology = &self.topology;
+        let (old, new) = (topology.queue(old), topology.queue(&subscription.queue));
+        let connection = self.connect().await?;
+        let result = async {
+            if !queue_exists(&connection, &old).await? {
+                return Ok(0);
+            }
+            tracing::warn!(%old, %new, "migrating the messages of a replaced queue");
+            let channel = connection.create_channel().await.map_err(unavailable)?;
+            for event_type in &subscription.event_types {
+                channel
+                    .queue_unbind(
+                        old.as_str().into(),
+                        topology.events_exchange.as_str().into(),
+                        event_type.as_str().into(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+            }
+            let _ = channel.close(200, "unbound".into()).await;
+            // Retry queues first: what waits there expires into the old queue, moved after them.
+            let mut sources: Vec<(String, String)> = subscription
+                .retry_delays
+                .iter()
+                .map(|delay| (retry_queue_name(&old, *delay), new.clone()))
+                .collect();
+            sources.push((parked_queue_name(&old), parked_queue_name(&new)));
+            sources.push((old.clone(), new.clone()));
+            let mut moved = 0;
+            for (source, target) in &sources {
+                if !queue_exists(&connection, source).await? {
+                    continue;
+                }
+                moved += self
+                    .move_messages_from(SourceQueue::Existing, source, target, |delivery| {
+                        Some(delivery.properties.clone())
+                    })
+                    .await?;
+                delete_if_empty_and_unused(&connection, source).await;
+            }
+            tracing::warn!(%old, %new, moved, "replaced queue migrated");
+            Ok(moved)
+        }
+        .await;
+        let _ = connection.close(200, "migrated".into()).await;
+        result
     }
 
     /// Moves every message parked by the consumers of service queue `queue` (its short name, as in
@@ -289,12 +430,17 @@ impl RabbitBus {
     pub async fn redrive_parked(&self, queue: &str) -> Result<u64, BusError> {
         let queue = self.topology.queue(queue);
         let moved = self
-            .move_messages(&parked_queue_name(&queue), &queue, |delivery| {
-                Some(without_headers(
-                    &delivery.properties,
-                    &[PARKED_REASON_HEADER],
-                ))
-            })
+            .move_messages_from(
+                SourceQueue::Aside,
+                &parked_queue_name(&queue),
+                &queue,
+                |delivery| {
+                    Some(without_headers(
+                        &delivery.properties,
+                        &[PARKED_REASON_HEADER],
+                    ))
+                },
+            )
             .await?;
         tracing::info!(%queue, moved, "parked events re-driven");
         Ok(moved)
@@ -337,24 +483,29 @@ impl RabbitBus {
     pub async fn redrive_dead_letters(&self, queue: &str) -> Result<u64, BusError> {
         let queue = self.topology.queue(queue);
         let moved = self
-            .move_messages(&self.topology.dead_letter_queue, &queue, |delivery| {
-                // Another service's dead letters are left where they are.
-                if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
-                    return None;
-                }
-                let properties = without_headers(
-                    &delivery.properties,
-                    &[
-                        "x-death",
-                        "x-first-death-queue",
-                        "x-first-death-reason",
-                        "x-first-death-exchange",
-                    ],
-                );
-                let mut headers = properties.headers().clone().unwrap_or_default();
-                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
-                Some(properties.with_headers(headers))
-            })
+            .move_messages_from(
+                SourceQueue::Aside,
+                &self.topology.dead_letter_queue,
+                &queue,
+                |delivery| {
+                    // Another service's dead letters are left where they are.
+                    if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
+                        return None;
+                    }
+                    let properties = without_headers(
+                        &delivery.properties,
+                        &[
+                            "x-death",
+                            "x-first-death-queue",
+                            "x-first-death-reason",
+                            "x-first-death-exchange",
+                        ],
+                    );
+                    let mut headers = properties.headers().clone().unwrap_or_default();
+                    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+                    Some(properties.with_headers(headers))
+                },
+            )
             .await?;
         tracing::info!(%queue, moved, "dead letters re-driven");
         Ok(moved)
@@ -365,8 +516,9 @@ impl RabbitBus {
     /// properties a message goes with, or `None` to leave it; left and interrupted messages are
     /// unacknowledged and return to `source` when the channel closes. Counting from the start
     /// keeps a consumer that parks or dead-letters the moved messages again from keeping it going.
-    async fn move_messages(
+    async fn move_messages_from(
         &self,
+        kind: SourceQueue,
         source: &str,
         target: &str,
         rewrite: impl Fn(&Delivery) -> Option<BasicProperties>,
@@ -386,7 +538,21 @@ impl RabbitBus {
                 )
                 .await
                 .map_err(|e| BusError::Unavailable(format!("queue {target}: {e}")))?;
-            let waiting = self.declare_aside_queue(&channel, source).await?;
+            let waiting = match kind {
+                SourceQueue::Aside => self.declare_aside_queue(&channel, source).await?,
+                SourceQueue::Existing => channel
+                    .queue_declare(
+                        source.into(),
+                        QueueDeclareOptions {
+                            passive: true,
+                            ..QueueDeclareOptions::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| BusError::Unavailable(format!("queue {source}: {e}")))?
+                    .message_count(),
+            };
             let mut moved = 0u64;
             for _ in 0..waiting {
                 let Some(message) = channel
@@ -439,6 +605,10 @@ impl RabbitBus {
         let connection = self.connect().await?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
         self.declare_subscription(&channel, subscription).await?;
+        if let Err(e) = self.migrate_replaced_queue(subscription).await {
+            // The old queue keeps its messages; the next (re)connect tries again.
+            tracing::error!(queue = %subscription.queue, error = %e, "could not migrate the replaced queue yet");
+        }
         let queue = self.topology.queue(&subscription.queue);
         channel
             .basic_qos(subscription.prefetch, BasicQosOptions::default())
@@ -458,38 +628,187 @@ impl RabbitBus {
             .map_err(unavailable)?;
         tracing::info!(%queue, prefetch = subscription.prefetch, "consuming");
 
+        // The session ends when either consumer's stream ends (a lost channel) or on shutdown.
+        let session = shutdown.child_token();
         let broken = std::sync::Mutex::new(None::<String>);
-        consumer
-            .take_until(shutdown.cancelled())
-            .for_each_concurrent(subscription.prefetch as usize, |delivery| {
-                let retry_channel = retry_channel.clone();
-                let broken = &broken;
-                let queue = queue.as_str();
-                async move {
-                    match delivery {
-                        Ok(delivery) => {
-                            process(
-                                delivery,
-                                queue,
-                                subscription,
-                                handler.as_ref(),
-                                &retry_channel,
-                            )
-                            .await
-                        }
-                        Err(e) => {
-                            *broken.lock().expect("not poisoned") = Some(e.to_string());
+        let watch = async {
+            if let Some(limit) = subscription.delivery_limit {
+                let outcome = self
+                    .watch_abandoned(&connection, &queue, limit, handler.as_ref(), &session)
+                    .await;
+                if let Err(e) = outcome {
+                    *broken.lock().expect("not poisoned") = Some(e.to_string());
+                }
+                session.cancel();
+            }
+        };
+        let consume = async {
+            consumer
+                .take_until(session.cancelled())
+                .for_each_concurrent(subscription.prefetch as usize, |delivery| {
+                    let retry_channel = retry_channel.clone();
+                    let broken = &broken;
+                    let queue = queue.as_str();
+                    async move {
+                        match delivery {
+                            Ok(delivery) => {
+                                process(
+                                    delivery,
+                                    queue,
+                                    subscription,
+                                    handler.as_ref(),
+                                    &retry_channel,
+                                )
+                                .await
+                            }
+                            Err(e) => {
+                                *broken.lock().expect("not poisoned") = Some(e.to_string());
+                            }
                         }
                     }
-                }
-            })
-            .await;
+                })
+                .await;
+            session.cancel();
+        };
+        tokio::join!(consume, watch);
         let _ = channel.close(200, "consumer stopping".into()).await;
         let _ = connection.close(200, "consumer stopping".into()).await;
         match broken.into_inner().expect("not poisoned") {
             Some(reason) => Err(BusError::Unavailable(reason)),
             None if shutdown.is_cancelled() => Ok(()),
             None => Err(BusError::Unavailable("consumer stream ended".into())),
+        }
+    }
+}
+
+impl RabbitBus {
+    /// Consumes `queue`'s watch queue until `session` ends: each dead letter that died in `queue`
+    /// past its delivery limit goes to [`EventHandler::abandoned`] (again later when that fails);
+    /// the other copies are acknowledged, their originals stay in the dead-letter queue.
+    async fn watch_abandoned(
+        &self,
+        connection: &Connection,
+        queue: &str,
+        delivery_limit: u32,
+        handler: &dyn EventHandler,
+        session: &CancellationToken,
+    ) -> Result<(), BusError> {
+        let channel = connection.create_channel().await.map_err(unavailable)?;
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let watched = abandoned_queue_name(queue);
+        let deliveries = channel
+            .basic_consume(
+                watched.as_str().into(),
+                ShortString::from(format!("{watched}-{}", uuid::Uuid::now_v7())),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(unavailable)?
+            .take_until(session.cancelled());
+        let mut deliveries = std::pin::pin!(deliveries);
+        let mut result = Ok(());
+        while let Some(delivery) = deliveries.next().await {
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    result = Err(unavailable(e));
+                    break;
+                }
+            };
+            let letter = DeadLetter::of(&delivery);
+            let ours = letter.queue.as_deref() == Some(queue)
+                && letter.reason.as_deref() == Some(DELIVERY_LIMIT_REASON);
+            let envelope = if ours {
+                Envelope::from_json(&delivery.data).ok()
+            } else {
+                None
+            };
+            let Some(envelope) = envelope else {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+                continue;
+            };
+            // RabbitMQ gives a message up when it comes back once more than the limit allows
+            // (limit 2: the third death); the dead letter does not carry the count itself.
+            let deliveries_counted = delivery_limit + 1;
+            let delivered = Delivered {
+                attempt: header_u32(&delivery, ATTEMPT_HEADER).unwrap_or(1).max(1),
+                envelope,
+                redelivered: true,
+            };
+            metrics::counter!("events_abandoned_total", "queue" => queue.to_owned()).increment(1);
+            match handler.abandoned(&delivered, deliveries_counted).await {
+                Ok(()) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "could not end an abandoned delivery; trying again");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    nack(&delivery, true).await;
+                }
+            }
+        }
+        let _ = channel.close(200, "watch stopping".into()).await;
+        result
+    }
+}
+
+/// Where [`RabbitBus::move_messages_from`] takes messages from.
+#[derive(Clone, Copy)]
+enum SourceQueue {
+    /// A queue where messages are set aside (parking, dead letters): declared if missing.
+    Aside,
+    /// Any queue, with whatever arguments it has: it must exist.
+    Existing,
+}
+
+fn is_soft_error(e: &lapin::Error, expected: AMQPSoftError) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(error)
+        if matches!(error.kind(), AMQPErrorKind::Soft(soft) if *soft == expected))
+}
+
+/// Whether `queue` exists, asked on a channel of its own (a missing queue closes it).
+async fn queue_exists(connection: &Connection, queue: &str) -> Result<bool, BusError> {
+    let channel = connection.create_channel().await.map_err(unavailable)?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    match channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+    {
+        Ok(_) => {
+            let _ = channel.close(200, "checked".into()).await;
+            Ok(true)
+        }
+        Err(e) if is_soft_error(&e, AMQPSoftError::NOTFOUND) => Ok(false),
+        Err(e) => Err(unavailable(e)),
+    }
+}
+
+/// Deletes `queue` when it holds no message and has no consumer; otherwise (406, closing the
+/// channel of its own) or when another replica deleted it first (404) leaves it be.
+async fn delete_if_empty_and_unused(connection: &Connection, queue: &str) {
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    let options = QueueDeleteOptions {
+        if_unused: true,
+        if_empty: true,
+        ..QueueDeleteOptions::default()
+    };
+    match channel.queue_delete(queue.into(), options).await {
+        Ok(_) => {
+            tracing::warn!(%queue, "replaced queue deleted");
+            let _ = channel.close(200, "deleted".into()).await;
+        }
+        Err(e) if is_soft_error(&e, AMQPSoftError::NOTFOUND) => {}
+        Err(e) => {
+            tracing::warn!(%queue, error = %e, "replaced queue not deleted yet (not empty or still consumed); the next start tries again")
         }
     }
 }
@@ -679,6 +998,7 @@ async fn process(
     let outcome_label = match &outcome {
         Outcome::Done => "done",
         Outcome::Retry(_) => "retry",
+        Outcome::Defer(_) => "deferred",
     };
     metrics::counter!("events_consumed_total", "queue" => queue.to_owned(), "event_type" => event_type, "outcome" => outcome_label).increment(1);
     match outcome {
@@ -686,6 +1006,37 @@ async fn process(
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 // The broker will redeliver; handlers are idempotent.
                 tracing::warn!(error = %e, "ack failed; the event will be redelivered");
+            }
+        }
+        Outcome::Defer(reason) => {
+            // Through the first retry queue with the attempt unchanged: a new message, so waiting
+            // for another consumer never counts toward the queue's delivery limit either.
+            let Some(delay) = subscription.retry_delays.first().copied() else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                nack(&delivery, true).await;
+                return;
+            };
+            let properties = properties_for(&delivered.envelope, attempt);
+            let retry_queue = retry_queue_name(queue, delay);
+            match publish_confirmed(
+                retry_channel,
+                "",
+                &retry_queue,
+                &delivery.data,
+                properties,
+                false,
+            )
+            .await
+            {
+                Ok(()) => {
+                    tracing::info!(job_id = %delivered.envelope.job_id, ?delay, %reason, "deferred");
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not defer; requeueing");
+                    tokio::time::sleep(delay.min(Duration::from_secs(5))).await;
+                    nack(&delivery, true).await;
+                }
             }
         }
         Outcome::Retry(reason) => {

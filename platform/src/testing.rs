@@ -218,3 +218,80 @@ pub async fn mongo_client(uri: &str) -> mongodb::Client {
 pub async fn gridfs(uri: &str) -> crate::blob::GridFsStore {
     crate::blob::GridFsStore::new(&mongo_client(uri).await)
 }
+
+/// A RabbitMQ node of the test's own (never the machine's shared one), for broker configuration
+/// a test needs (e.g. a short `consumer_timeout`): own AMQP and distribution ports, data
+/// directory and node name, killed with its process group and its directory removed when dropped.
+pub struct PrivateRabbit {
+    child: Child,
+    dir: PathBuf,
+    pub port: u16,
+}
+
+impl PrivateRabbit {
+    /// Starts a node with `conf` added to its `rabbitmq.conf` and `advanced` (Erlang terms, e.g.
+    /// `[{rabbit, [{channel_tick_interval, 1000}]}].`) as its `advanced.config`; waits until it
+    /// accepts AMQP connections. Panics naming RabbitMQ when `rabbitmq-server` is missing.
+    pub async fn start(conf: &str, advanced: &str) -> Self {
+        use std::os::unix::process::CommandExt;
+        let executable = [
+            "/usr/lib/rabbitmq/bin/rabbitmq-server",
+            "/usr/sbin/rabbitmq-server",
+        ]
+        .into_iter()
+        .find(|path| Path::new(path).exists())
+        .expect("rabbitmq-server is not installed: RabbitMQ is needed for a private node");
+        let name = unique_name("qtest");
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("private RabbitMQ directory");
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("write enabled_plugins");
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("loopback_users = none\n{conf}\n"),
+        )
+        .expect("write rabbitmq.conf");
+        std::fs::write(dir.join("advanced.config"), advanced).expect("write advanced.config");
+        let port = free_port();
+        let dist_port = free_port();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let child = Command::new(executable)
+            .env("HOME", &dir)
+            .env("RABBITMQ_NODENAME", format!("{name}@localhost"))
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", dist_port.to_string())
+            .env("RABBITMQ_MNESIA_BASE", path("mnesia"))
+            .env("RABBITMQ_LOG_BASE", path("log"))
+            .env("RABBITMQ_CONFIG_FILE", path("rabbitmq"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", path("advanced.config"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", path("enabled_plugins"))
+            .env("RABBITMQ_PID_FILE", path("pid"))
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            // Its own process group: dropping it kills the node and its helpers, nothing else.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start RabbitMQ ({executable}): {e}"));
+        let node = Self { child, dir, port };
+        wait_for_port(port, "private RabbitMQ", Duration::from_secs(180)).await;
+        node
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:{port}/%2f`.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+}
+
+impl Drop for PrivateRabbit {
+    fn drop(&mut self) {
+        // The process group this value started (its pid is the group id), and only that.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

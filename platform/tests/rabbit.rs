@@ -655,3 +655,219 @@ async fn dead_letters_are_listed_in_place_and_re_driven_into_the_queue_they_died
     ));
     assert!(headers.inner().get("x-death").is_none());
 }
+
+/// Records the deliveries it handles and those the broker gave up past their delivery limit.
+#[derive(Default)]
+struct AbandonRecorder {
+    handled: Mutex<Vec<Uuid>>,
+    abandoned: Mutex<Vec<(Uuid, u32)>>,
+}
+
+#[async_trait]
+impl EventHandler for AbandonRecorder {
+    async fn handle(&self, delivery: &Delivered) -> Outcome {
+        self.handled
+            .lock()
+            .unwrap()
+            .push(delivery.envelope.event_id);
+        Outcome::Done
+    }
+
+    async fn abandoned(&self, delivery: &Delivered, deliveries: u32) -> Result<(), String> {
+        self.abandoned
+            .lock()
+            .unwrap()
+            .push((delivery.envelope.event_id, deliveries));
+        Ok(())
+    }
+}
+
+async fn queue_exists(bus: &RabbitBus, queue: &str) -> bool {
+    let connection = bus.open_connection().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let exists = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok();
+    let _ = connection.close(200, "done".into()).await;
+    exists
+}
+
+/// A consumer that dies holding a delivery, `times` times: takes it and closes its connection
+/// without an ack, as a killed process does.
+async fn die_holding_the_next_delivery(bus: &RabbitBus, queue: &str, times: u32) {
+    for _ in 0..times {
+        let mut taken = None;
+        for _ in 0..100 {
+            let connection = bus.open_connection().await.unwrap();
+            let channel = connection.create_channel().await.unwrap();
+            if let Some(message) = channel
+                .basic_get(queue.into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                taken = Some(message);
+                // Closed without an ack: the broker takes the message back and counts it.
+                connection.close(200, "dying".into()).await.unwrap();
+                break;
+            }
+            connection.close(200, "empty".into()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(taken.is_some(), "the message came back to {queue}");
+    }
+}
+
+#[tokio::test]
+async fn a_delivery_whose_consumer_dies_every_time_is_given_up_past_the_delivery_limit() {
+    let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
+    let subscription = Subscription::new("svc.quorum", &["conversion.progress"])
+        .with_retry_delays(vec![Duration::from_millis(200)])
+        .with_delivery_limit(2);
+    declare(&bus, &subscription).await;
+    let poison = progress_event();
+    bus.publish(&poison).await.unwrap();
+    let queue = bus.topology().queue("svc.quorum");
+    // Delivered and lost three times: more than the limit of 2.
+    die_holding_the_next_delivery(&bus, &queue, 3).await;
+
+    let healthy = progress_event();
+    bus.publish(&healthy).await.unwrap();
+    let handler = Arc::new(AbandonRecorder::default());
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (bus, handler, token) = (bus.clone(), handler.clone(), shutdown.clone());
+        tokio::spawn(async move { bus.consume(subscription, handler, token).await.unwrap() })
+    };
+    wait_until(
+        "the abandoned delivery and the healthy one",
+        Duration::from_secs(15),
+        || {
+            !handler.abandoned.lock().unwrap().is_empty()
+                && !handler.handled.lock().unwrap().is_empty()
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(*handler.handled.lock().unwrap(), vec![healthy.event_id]);
+    assert_eq!(
+        *handler.abandoned.lock().unwrap(),
+        vec![(poison.event_id, 3)]
+    );
+    // Operators still see it in the dead-letter queue, with the reason.
+    let letters = bus.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].reason.as_deref(), Some("delivery_limit"));
+    assert_eq!(letters[0].queue.as_deref(), Some(queue.as_str()));
+}
+
+#[tokio::test]
+async fn a_replaced_classic_queue_is_migrated_into_its_quorum_successor_then_deleted() {
+    let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
+    let delays = vec![Duration::from_millis(60_000)];
+    // What an earlier build declared: a classic queue with a retry queue, holding messages.
+    let old = Subscription::new("svc", &["conversion.progress"]).with_retry_delays(delays.clone());
+    declare(&bus, &old).await;
+    let waiting: Vec<Envelope> = (0..3).map(|_| progress_event()).collect();
+    for event in &waiting {
+        bus.publish(event).await.unwrap();
+    }
+    let topology = bus.topology().clone();
+    let old_retry = platform::rabbit::retry_queue_name(&topology.queue("svc"), delays[0]);
+    {
+        let connection = bus.open_connection().await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        let retrying = progress_event();
+        channel
+            .basic_publish(
+                "".into(),
+                old_retry.as_str().into(),
+                Default::default(),
+                &retrying.to_json(),
+                Default::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        connection.close(200, "done".into()).await.unwrap();
+        assert_eq!(depth_of(&bus, &old_retry).await, 1);
+    }
+    assert_eq!(depth_of(&bus, &topology.queue("svc")).await, 3);
+
+    // Two replicas of the new build start at once.
+    let new = Subscription::new("svc.quorum", &["conversion.progress"])
+        .with_retry_delays(delays.clone())
+        .with_delivery_limit(5)
+        .replacing_queue("svc");
+    let handler = Arc::new(AbandonRecorder::default());
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (bus, handler, token, new) =
+            (bus.clone(), handler.clone(), shutdown.clone(), new.clone());
+        tasks.push(tokio::spawn(async move {
+            bus.consume(new, handler, token).await.unwrap()
+        }));
+    }
+    wait_until(
+        "the four migrated messages",
+        Duration::from_secs(20),
+        || handler.handled.lock().unwrap().len() >= 4,
+    )
+    .await;
+    // A new event reaches the new queue only.
+    let fresh = progress_event();
+    bus.publish(&fresh).await.unwrap();
+    wait_until("the new event", Duration::from_secs(10), || {
+        handler.handled.lock().unwrap().contains(&fresh.event_id)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shutdown.cancel();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let handled = handler.handled.lock().unwrap().clone();
+    assert_eq!(handled.len(), 5, "each message once: {handled:?}");
+    for event in &waiting {
+        assert!(handled.contains(&event.event_id));
+    }
+    assert!(
+        !queue_exists(&bus, &topology.queue("svc")).await,
+        "old queue deleted"
+    );
+    assert!(
+        !queue_exists(&bus, &old_retry).await,
+        "old retry queue deleted"
+    );
+    assert!(queue_exists(&bus, &topology.queue("svc.quorum")).await);
+    // The new queue is a quorum queue: declaring it classic is refused.
+    let connection = bus.open_connection().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let classic = channel
+        .queue_declare(
+            topology.queue("svc.quorum").as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await;
+    assert!(classic.is_err(), "the new queue is not a classic queue");
+}
+
+async fn depth_of(bus: &RabbitBus, queue: &str) -> u32 {
+    let connection = bus.open_connection().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let count = depth(&channel, queue).await;
+    connection.close(200, "done".into()).await.unwrap();
+    count
+}

@@ -29,7 +29,18 @@ pub struct Settings {
     /// `MAX_AUDIO_DURATION` (default `6h`), `MAX_MP3_BYTES` (default 1 GiB) and
     /// `CONVERSION_DEADLINE` (default `2h`): a job passing one fails with the limit named.
     pub limits: Limits,
+    /// `CONVERTER_LEASE_TTL` (default `30s`): how long a job's conversion lease lasts unless its
+    /// holder renews it (every third of it). A dead worker's job waits this long for another.
+    pub lease_ttl: Duration,
+    /// `DELIVERY_LIMIT` (default 5): deaths of a worker holding one job that the broker lets pass;
+    /// at the next one it gives the job up and the job fails ("the file could not be processed").
+    pub delivery_limit: u32,
 }
+
+/// Default [`Settings::lease_ttl`].
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
+/// Default [`Settings::delivery_limit`].
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
 
 /// Default retry schedule: four retries over about ten minutes.
 pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
@@ -67,6 +78,17 @@ impl Settings {
             temp_dir: config::optional("CONVERTER_TEMP_DIR")?,
             temp_budget_bytes: positive_bytes("CONVERTER_TEMP_BUDGET", DEFAULT_BUDGET_BYTES)?,
             limits: limits_from_env()?,
+            lease_ttl: positive_duration("CONVERTER_LEASE_TTL", DEFAULT_LEASE_TTL)?,
+            delivery_limit: match config::or_default("DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT)? {
+                0 => {
+                    return Err(ConfigError::new(
+                        "DELIVERY_LIMIT",
+                        "0",
+                        "must be at least 1",
+                    ));
+                }
+                limit => limit,
+            },
         })
     }
 
@@ -82,8 +104,22 @@ impl Settings {
             temp_dir: None,
             temp_budget_bytes: DEFAULT_BUDGET_BYTES,
             limits: Limits::default(),
+            lease_ttl: Duration::from_secs(3),
+            delivery_limit: DEFAULT_DELIVERY_LIMIT,
         }
     }
+}
+
+fn positive_duration(name: &str, default: Duration) -> Result<Duration, ConfigError> {
+    let duration = config::duration_or(name, default)?;
+    if duration < Duration::from_millis(300) {
+        return Err(ConfigError::new(
+            name,
+            &format!("{duration:?}"),
+            "must be at least 300ms",
+        ));
+    }
+    Ok(duration)
 }
 
 fn positive_bytes(name: &str, default: u64) -> Result<u64, ConfigError> {
