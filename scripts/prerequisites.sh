@@ -7,6 +7,8 @@
 #   cc, make            LAME (mp3lame-sys) compiles from its bundled C sources
 #   python3 venv        scripts/test-env.sh puts SecantusDB and the SMTP sink in a virtualenv
 #   chromium, node/npm  the web page's browser test (gateway/tests/browser.rs)
+#   rabbitmq-server     tests that need a broker configured otherwise (a short consumer_timeout)
+#                       start a private node of their own (platform::testing::PrivateRabbit)
 #   cargo-nextest       the test runner
 #   cargo-deny          the dependency licence check (deny.toml)
 #   playwright-core     the browser test's driver (npm ci in gateway/web-tests)
@@ -25,6 +27,8 @@ prereq_missing_debian_packages() {
   fi
   [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
   command -v node >/dev/null || missing+=(nodejs)
+  [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] || command -v rabbitmq-server >/dev/null ||
+    missing+=(rabbitmq-server)
   command -v npm >/dev/null || missing+=(npm)
   echo "${missing[@]:-}"
 }
