@@ -45,6 +45,9 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Header a parked message carries: why this build could not read it.
 pub const PARKED_REASON_HEADER: &str = "x-parked-reason";
+/// How often the automatic re-drive ([`crate::bus::AutoRedrive`]) moved a message back out of the
+/// dead-letter queue; carried through retries so the bound holds.
+pub const REDRIVEN_HEADER: &str = "x-redriven";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -360,6 +363,46 @@ impl RabbitBus {
         Ok(moved)
     }
 
+    /// The automatic re-drive: moves the dead letters that died in `queue` at least
+    /// `policy.cool_down` ago and were re-driven automatically fewer than `policy.max_redrives`
+    /// times back into it, attempts counted from 1 again and [`REDRIVEN_HEADER`] one higher. The
+    /// others stay for operators. Returns how many moved.
+    pub async fn redrive_dead_letters_after(
+        &self,
+        queue: &str,
+        policy: crate::bus::AutoRedrive,
+    ) -> Result<u64, BusError> {
+        let queue = self.topology.queue(queue);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.move_messages(&self.topology.dead_letter_queue, &queue, |delivery| {
+            if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
+                return None;
+            }
+            let redriven = header_u32(delivery, REDRIVEN_HEADER).unwrap_or(0);
+            let cooling = died_at(delivery)
+                .is_some_and(|died| now.saturating_sub(died) < policy.cool_down.as_secs());
+            if redriven >= policy.max_redrives || cooling {
+                return None;
+            }
+            let properties = without_headers(
+                &delivery.properties,
+                &[
+                    "x-death",
+                    "x-first-death-queue",
+                    "x-first-death-reason",
+                    "x-first-death-exchange",
+                ],
+            );
+            let mut headers = properties.headers().clone().unwrap_or_default();
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+            headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven + 1));
+            Some(properties.with_headers(headers))
+        })
+        .await
+    }
+
     /// Moves the messages waiting in `source` when it starts into `target`, one at a time: each
     /// is published with a confirm, then acked, so a failure loses nothing. `rewrite` gives the
     /// properties a message goes with, or `None` to leave it; left and interrupted messages are
@@ -577,6 +620,35 @@ impl DeadLetter {
     }
 }
 
+/// When the message was last dead-lettered (seconds since the epoch), from RabbitMQ's `x-death`.
+fn died_at(delivery: &Delivery) -> Option<u64> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    deaths
+        .as_slice()
+        .iter()
+        .filter_map(|death| match death {
+            AMQPValue::FieldTable(death) => match death.inner().get("time")? {
+                AMQPValue::Timestamp(at) => Some(*at),
+                _ => None,
+            },
+            _ => None,
+        })
+        .max()
+}
+
+/// `properties` with the delivery's [`REDRIVEN_HEADER`], when it has one.
+fn carry_redriven(properties: BasicProperties, delivery: &Delivery) -> BasicProperties {
+    let Some(redriven) = header_u32(delivery, REDRIVEN_HEADER) else {
+        return properties;
+    };
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven));
+    properties.with_headers(headers)
+}
+
 fn header_u32(delivery: &Delivery, name: &str) -> Option<u32> {
     let headers = delivery.properties.headers().as_ref()?;
     match headers.inner().get(name)? {
@@ -693,7 +765,10 @@ async fn process(
             match next_delay {
                 Some(delay) => {
                     let retry_queue = retry_queue_name(queue, delay);
-                    let properties = properties_for(&delivered.envelope, attempt + 1);
+                    let properties = carry_redriven(
+                        properties_for(&delivered.envelope, attempt + 1),
+                        &delivery,
+                    );
                     match publish_confirmed(
                         retry_channel,
                         "",
@@ -846,5 +921,13 @@ impl EventBus for RabbitBus {
     async fn check(&self) -> Result<(), BusError> {
         let mut slot = self.publisher.lock().await;
         self.publishing_channel(&mut slot).await.map(|_| ())
+    }
+
+    async fn auto_redrive_dead_letters(
+        &self,
+        queue: &str,
+        policy: crate::bus::AutoRedrive,
+    ) -> Result<u64, BusError> {
+        self.redrive_dead_letters_after(queue, policy).await
     }
 }
