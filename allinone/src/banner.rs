@@ -57,7 +57,11 @@ impl Summary {
         if self.public_base_url != self.api_url {
             let _ = writeln!(out, "  links       {}", self.public_base_url);
         }
-        let _ = writeln!(out, "  health      {}/readyz (metrics: /metrics)", self.admin_url);
+        let _ = writeln!(
+            out,
+            "  health      {}/readyz (metrics: /metrics)",
+            self.admin_url
+        );
         let _ = writeln!(out, "  data        {}", self.data_dir.display());
         match &self.mail {
             MailDestination::Folder(dir) => {

@@ -3,6 +3,7 @@
 use crate::circuit_breaker::BreakerConfig;
 use crate::rate_limit::RateLimitConfig;
 use platform::SecretUrl;
+use platform::bus::AutoRedrive;
 use platform::config::{self, ConfigError, defaults};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -85,6 +86,9 @@ pub struct Settings {
     pub orphan_grace: Duration,
     /// `ORPHAN_SWEEP_INTERVAL`: how often the orphan sweeper looks at a page of each bucket.
     pub orphan_sweep_interval: Duration,
+    /// `DEAD_LETTER_REDRIVE_AFTER` and `DEAD_LETTER_MAX_REDRIVES`: an event dead-lettered from
+    /// the gateway's queue goes back into it after this cool-down, at most this many times.
+    pub dead_letter_redrive: AutoRedrive,
     /// `AUTH_BREAKER_FAILURES` consecutive unreachable-auth failures open the circuit for
     /// `AUTH_BREAKER_OPEN_FOR`.
     pub auth_breaker: BreakerConfig,
@@ -197,6 +201,13 @@ impl Settings {
                 "ORPHAN_SWEEP_INTERVAL",
                 config::duration_or("ORPHAN_SWEEP_INTERVAL", Duration::from_secs(300))?,
             )?,
+            dead_letter_redrive: AutoRedrive {
+                cool_down: positive(
+                    "DEAD_LETTER_REDRIVE_AFTER",
+                    config::duration_or("DEAD_LETTER_REDRIVE_AFTER", Duration::from_secs(3600))?,
+                )?,
+                max_redrives: config::or_default("DEAD_LETTER_MAX_REDRIVES", 3)?,
+            },
             auth_breaker: BreakerConfig {
                 failure_threshold: config::or_default("AUTH_BREAKER_FAILURES", 5)?,
                 open_for: positive(
@@ -241,6 +252,10 @@ impl Settings {
             // jobs are in another jobs database) for orphans. Orphan tests use a private server.
             orphan_grace: Duration::from_secs(30 * 86_400),
             orphan_sweep_interval: Duration::from_millis(200),
+            dead_letter_redrive: AutoRedrive {
+                cool_down: Duration::from_secs(3600),
+                max_redrives: 3,
+            },
             auth_breaker: BreakerConfig::default(),
         }
     }
@@ -276,6 +291,13 @@ mod tests {
                 "BODY_IDLE_TIMEOUT",
                 "SSE_STREAMS_PER_USER",
                 "SSE_STREAMS_MAX",
+                "JOB_STALL_TIMEOUT",
+                "JOB_MAX_RESUBMISSIONS",
+                "JOB_WATCH_INTERVAL",
+                "ORPHAN_GRACE",
+                "ORPHAN_SWEEP_INTERVAL",
+                "DEAD_LETTER_REDRIVE_AFTER",
+                "DEAD_LETTER_MAX_REDRIVES",
             ] {
                 std::env::remove_var(name);
             }
@@ -300,6 +322,16 @@ mod tests {
         assert_eq!(settings.body_idle_timeout, Duration::from_secs(30));
         assert_eq!(settings.sse_streams_per_user, 10);
         assert_eq!(settings.sse_streams_max, 1000);
+        assert_eq!(settings.job_stall_timeout, Duration::from_secs(1800));
+        assert_eq!(settings.job_max_resubmissions, 2);
+        assert_eq!(settings.job_watch_interval, Duration::from_secs(60));
+        assert_eq!(settings.orphan_grace, Duration::from_secs(3600));
+        assert_eq!(settings.orphan_sweep_interval, Duration::from_secs(300));
+        assert_eq!(
+            settings.dead_letter_redrive.cool_down,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(settings.dead_letter_redrive.max_redrives, 3);
 
         unsafe {
             std::env::set_var("RETENTION", "2s");
@@ -319,6 +351,10 @@ mod tests {
             ("LOGINS_PER_MINUTE", "-1"),
             ("HEADER_READ_TIMEOUT", "0s"),
             ("BODY_IDLE_TIMEOUT", "soon"),
+            ("JOB_STALL_TIMEOUT", "0s"),
+            ("ORPHAN_GRACE", "an hour"),
+            ("DEAD_LETTER_MAX_REDRIVES", "-1"),
+            ("ADMIN_ADDR", "0.0.0.0:8080"),
         ] {
             let previous = std::env::var(name).ok();
             unsafe { std::env::set_var(name, bad) };

@@ -17,7 +17,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::middleware::from_fn;
-use platform::bus::EventBus;
+use platform::bus::{AutoRedrive, EventBus};
 use platform::health::{Health, probe};
 use platform::trace::TraceContext;
 use std::net::SocketAddr;
@@ -61,6 +61,7 @@ pub struct Application {
     job_watch_interval: Duration,
     orphans: OrphanSweeper,
     orphan_sweep_interval: Duration,
+    dead_letter_redrive: AutoRedrive,
     header_read_timeout: Duration,
     body_idle_timeout: Duration,
     shutdown: CancellationToken,
@@ -193,6 +194,7 @@ impl Application {
             job_watch_interval: settings.job_watch_interval,
             orphans,
             orphan_sweep_interval: settings.orphan_sweep_interval,
+            dead_letter_redrive: settings.dead_letter_redrive,
             header_read_timeout: settings.header_read_timeout,
             body_idle_timeout: settings.body_idle_timeout,
             shutdown,
@@ -325,7 +327,16 @@ impl Application {
             .sweeper
             .run(self.retention_sweep_interval, internal.clone());
         let watchdog = self.watchdog.run(self.job_watch_interval, internal.clone());
-        let orphans = self.orphans.run(self.orphan_sweep_interval, internal.clone());
+        let orphans = self
+            .orphans
+            .run(self.orphan_sweep_interval, internal.clone());
+        // Events that died in the gateway's queue (a MongoDB outage longer than its retries) come
+        // back by themselves after a cool-down, a bounded number of times.
+        let redrive = self.dead_letter_redrive.run(
+            self.bus.clone(),
+            pipeline::QUEUE.to_owned(),
+            internal.clone(),
+        );
         let housekeeping = self
             .state
             .limits
@@ -336,7 +347,8 @@ impl Application {
             let listener = self.admin_listener;
             let internal = internal.clone();
             async move {
-                let result = platform::health::serve(listener, admin_router, internal.clone()).await;
+                let result =
+                    platform::health::serve(listener, admin_router, internal.clone()).await;
                 // Without probes the pod would be killed as dead: stop cleanly instead.
                 internal.cancel();
                 result
@@ -348,7 +360,7 @@ impl Application {
             internal.clone(),
             self.header_read_timeout,
         );
-        let (served, admin_served, _, _, _, _, _, _, _) = tokio::join!(
+        let (served, admin_served, _, _, _, _, _, _, _, _) = tokio::join!(
             async {
                 let result = server.await;
                 // If the server stops by itself, the workers must stop too.
@@ -362,6 +374,7 @@ impl Application {
             sweeper,
             watchdog,
             orphans,
+            redrive,
             housekeeping
         );
         forwarder.abort();

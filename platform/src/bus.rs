@@ -130,7 +130,9 @@ impl AutoRedrive {
                         .increment(moved);
                     tracing::warn!(%queue, moved, "dead letters re-driven automatically");
                 }
-                Err(e) => tracing::warn!(%queue, error = %e, "automatic re-drive failed; retrying next round"),
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "automatic re-drive failed; retrying next round")
+                }
             }
         }
     }

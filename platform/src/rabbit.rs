@@ -609,9 +609,16 @@ impl DeadLetter {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         };
+        // The latest death, not the first: an event that went through its retries first "died"
+        // of old age in a retry queue, and only then was rejected by the service queue.
+        let last = |key: &str| match last_death(delivery)?.inner().get(key)? {
+            AMQPValue::LongString(value) => Some(value.to_string()),
+            AMQPValue::ShortString(value) => Some(value.to_string()),
+            _ => None,
+        };
         Self {
-            queue: text("x-first-death-queue"),
-            reason: text("x-first-death-reason"),
+            queue: last("queue").or_else(|| text("x-first-death-queue")),
+            reason: last("reason").or_else(|| text("x-first-death-reason")),
             event_type: field("event_type"),
             job_id: field("job_id"),
             event_id: field("event_id"),
@@ -620,23 +627,24 @@ impl DeadLetter {
     }
 }
 
-/// When the message was last dead-lettered (seconds since the epoch), from RabbitMQ's `x-death`.
-fn died_at(delivery: &Delivery) -> Option<u64> {
+/// The most recent entry of RabbitMQ's `x-death` (it keeps the latest first).
+fn last_death(delivery: &Delivery) -> Option<&FieldTable> {
     let headers = delivery.properties.headers().as_ref()?;
     let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
         return None;
     };
-    deaths
-        .as_slice()
-        .iter()
-        .filter_map(|death| match death {
-            AMQPValue::FieldTable(death) => match death.inner().get("time")? {
-                AMQPValue::Timestamp(at) => Some(*at),
-                _ => None,
-            },
-            _ => None,
-        })
-        .max()
+    match deaths.as_slice().first()? {
+        AMQPValue::FieldTable(death) => Some(death),
+        _ => None,
+    }
+}
+
+/// When the message was last dead-lettered (seconds since the epoch).
+fn died_at(delivery: &Delivery) -> Option<u64> {
+    match last_death(delivery)?.inner().get("time")? {
+        AMQPValue::Timestamp(at) => Some(*at),
+        _ => None,
+    }
 }
 
 /// `properties` with the delivery's [`REDRIVEN_HEADER`], when it has one.
@@ -765,10 +773,8 @@ async fn process(
             match next_delay {
                 Some(delay) => {
                     let retry_queue = retry_queue_name(queue, delay);
-                    let properties = carry_redriven(
-                        properties_for(&delivered.envelope, attempt + 1),
-                        &delivery,
-                    );
+                    let properties =
+                        carry_redriven(properties_for(&delivered.envelope, attempt + 1), &delivery);
                     match publish_confirmed(
                         retry_channel,
                         "",

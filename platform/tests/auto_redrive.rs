@@ -52,11 +52,13 @@ async fn wait_for_dead_letter(bus: &RabbitBus, queue: &str) {
 async fn dead_letters_come_back_after_their_cool_down_a_bounded_number_of_times() {
     let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
     // One retry: two attempts per trip through the queue.
-    let subscription =
-        Subscription::new("svc", &["conversion.progress"]).with_retry_delays(vec![Duration::from_millis(100)]);
+    let subscription = Subscription::new("svc", &["conversion.progress"])
+        .with_retry_delays(vec![Duration::from_millis(100)]);
     let connection = bus.open_connection().await.expect("RabbitMQ at AMQP_URL");
     let channel = connection.create_channel().await.unwrap();
-    bus.declare_subscription(&channel, &subscription).await.unwrap();
+    bus.declare_subscription(&channel, &subscription)
+        .await
+        .unwrap();
     connection.close(200, "declared".into()).await.unwrap();
 
     let handler = Arc::new(AlwaysFails::default());
@@ -79,7 +81,10 @@ async fn dead_letters_come_back_after_their_cool_down_a_bounded_number_of_times(
         max_redrives: 2,
     };
     // Still cooling down: it stays.
-    assert_eq!(bus.auto_redrive_dead_letters("svc", policy).await.unwrap(), 0);
+    assert_eq!(
+        bus.auto_redrive_dead_letters("svc", policy).await.unwrap(),
+        0
+    );
     for redrive in 1..=2u32 {
         tokio::time::sleep(Duration::from_millis(2_500)).await;
         assert_eq!(
@@ -92,7 +97,10 @@ async fn dead_letters_come_back_after_their_cool_down_a_bounded_number_of_times(
     }
     // Twice re-driven already: it is the operators' now.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert_eq!(bus.auto_redrive_dead_letters("svc", policy).await.unwrap(), 0);
+    assert_eq!(
+        bus.auto_redrive_dead_letters("svc", policy).await.unwrap(),
+        0
+    );
     assert_eq!(dead_letters_of(&bus, "svc").await, 1);
     assert_eq!(*handler.attempts.lock().unwrap(), 6);
     shutdown.cancel();

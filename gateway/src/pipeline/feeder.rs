@@ -4,8 +4,8 @@
 use super::{JobUpdates, Lifecycle};
 use crate::observability;
 use crate::store::{EventStore, JobWatch};
-use contracts::{Envelope, JobEvent};
 use async_trait::async_trait;
+use contracts::{Envelope, JobEvent};
 use platform::bus::{Delivered, EventHandler, Outcome};
 use std::sync::Arc;
 

@@ -190,6 +190,9 @@ mod tests {
             give_up_reason("1 hour", 1),
             "no progress for 1 hour; gave up after 1 re-submission"
         );
-        assert_eq!(give_up_reason("2 seconds", 0), "no progress for 2 seconds; gave up");
+        assert_eq!(
+            give_up_reason("2 seconds", 0),
+            "no progress for 2 seconds; gave up"
+        );
     }
 }

@@ -7,10 +7,20 @@ use serde_json::Value;
 #[tokio::test]
 async fn healthz_and_readyz_report_every_dependency() {
     let app = spawn_app().await;
-    let health = app.client.get(app.admin_url("/healthz")).send().await.unwrap();
+    let health = app
+        .client
+        .get(app.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
 
-    let ready = app.client.get(app.admin_url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     let status = ready.status();
     let body: Value = ready.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -66,7 +76,12 @@ async fn internal_endpoints_are_not_on_the_public_listener() {
         let public = app.client.get(app.url(path)).send().await.unwrap();
         assert_error(public, 404, "not_found").await;
     }
-    let metrics = app.client.get(app.admin_url("/metrics")).send().await.unwrap();
+    let metrics = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     assert!(text.contains("http_requests_total"), "{text}");
@@ -84,16 +99,32 @@ async fn readiness_names_the_dependency_that_is_down_but_never_its_driver_text()
     })
     .await;
     mongo.stop();
-    let ready = app.client.get(app.admin_url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
-    assert_eq!(body["checks"]["event_store"]["status"], "unavailable", "{body}");
+    assert_eq!(
+        body["checks"]["event_store"]["status"], "unavailable",
+        "{body}"
+    );
     assert_eq!(body["checks"]["event_bus"]["status"], "ok", "{body}");
-    let reason = body["checks"]["event_store"]["reason"].as_str().unwrap_or_default();
+    let reason = body["checks"]["event_store"]["reason"]
+        .as_str()
+        .unwrap_or_default();
     assert!(!reason.is_empty(), "{body}");
     let text = body.to_string();
     let port = mongo.port.to_string();
-    for leak in [port.as_str(), "127.0.0.1", "Kind", "error", "Server selection"] {
+    for leak in [
+        port.as_str(),
+        "127.0.0.1",
+        "Kind",
+        "error",
+        "Server selection",
+    ] {
         assert!(!text.contains(leak), "{leak:?} in {text}");
     }
     app.stop().await;

@@ -29,21 +29,28 @@ async fn a_job_nobody_converts_is_resubmitted_then_failed_with_a_reason() {
 
     let failed = app.wait_for_status(&user, &job_id, "failed").await;
     assert_eq!(
-        failed["failure_reason"],
-        "no progress for 1 second; gave up after 2 re-submissions",
+        failed["failure_reason"], "no progress for 1 second; gave up after 2 re-submissions",
         "{failed}"
     );
     observed
-        .wait_until("the failure on the bus", Duration::from_secs(10), |events| {
-            events
-                .iter()
-                .any(|e| matches!(e.event, JobEvent::ConversionFailed(_)))
-        })
+        .wait_until(
+            "the failure on the bus",
+            Duration::from_secs(10),
+            |events| {
+                events
+                    .iter()
+                    .any(|e| matches!(e.event, JobEvent::ConversionFailed(_)))
+            },
+        )
         .await;
     // The submission went out three times (the upload, then two re-submissions), the same event.
     let submissions = observed.of_type("job.submitted");
     assert!(submissions.len() >= 3, "{} submissions", submissions.len());
-    assert!(submissions.iter().all(|e| e.event_id == submissions[0].event_id));
+    assert!(
+        submissions
+            .iter()
+            .all(|e| e.event_id == submissions[0].event_id)
+    );
     let stored = app.stored_events(&job_id).await;
     let mut resubmissions: Vec<u32> = stored
         .iter()
