@@ -32,6 +32,7 @@ async fn a_job_nobody_converts_is_resubmitted_then_failed_with_a_reason() {
         failed["failure_reason"], "no progress for 1 second; gave up after 2 re-submissions",
         "{failed}"
     );
+    assert_eq!(failed["resubmissions"], 2, "{failed}");
     observed
         .wait_until(
             "the failure on the bus",
