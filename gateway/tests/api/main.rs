@@ -4,6 +4,7 @@
 mod accounts;
 mod auth_outage;
 mod big_upload;
+mod dead_letters;
 mod download;
 mod form_limits;
 mod health;
