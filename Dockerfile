@@ -55,7 +55,8 @@ RUN mkdir -p /licenses/lame \
 FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: TLS to SMTP relays and databases outside the cluster; nothing else (Opus is
 # decoded in Rust). No curl: the HEALTHCHECKs below and docker-compose.yml's run the service binary
-# itself (`<service> healthcheck [/readyz]`, one GET to its own HTTP_ADDR, exit 0 or 1).
+# itself (`<service> healthcheck [/readyz]`, one GET to its own HTTP_ADDR, the gateway's ADMIN_ADDR,
+# exit 0 or 1).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
@@ -81,7 +82,8 @@ ENTRYPOINT ["/usr/local/bin/auth"]
 
 FROM runtime AS gateway
 COPY --from=builder /src/target/release/gateway /usr/local/bin/gateway
-EXPOSE 8080
+# 8080: the public API; 8084: health, readiness and metrics (ADMIN_ADDR), never published.
+EXPOSE 8080 8084
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/usr/local/bin/gateway", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/gateway"]

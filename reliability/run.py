@@ -408,7 +408,8 @@ class Stack:
         self.dir = base / "stack"
         self.profile = profile
         self.ports = {name: free_port() for name in
-                      ("gateway", "auth_grpc", "auth", "converter", "notification", "mongo", "smtp")}
+                      ("gateway", "gateway_admin", "auth_grpc", "auth", "converter", "notification", "mongo",
+                       "smtp")}
         self.signing_key = base / "signing-key.pem"
         subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(self.signing_key)],
                        check=True, capture_output=True)
@@ -422,6 +423,7 @@ class Stack:
             "STACK_BUILD": "0",
             "STACK_PROFILE": profile,
             "GATEWAY_PORT": str(self.ports["gateway"]),
+            "GATEWAY_ADMIN_PORT": str(self.ports["gateway_admin"]),
             "AUTH_GRPC_PORT": str(self.ports["auth_grpc"]),
             "AUTH_HTTP_PORT": str(self.ports["auth"]),
             "CONVERTER_HTTP_PORT": str(self.ports["converter"]),
@@ -471,7 +473,8 @@ class Stack:
             return None
 
     def readyz(self, name):
-        port = self.ports[name]
+        # The gateway's health endpoints are on its internal listener, never the public one.
+        port = self.ports["gateway_admin" if name == "gateway" else name]
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
             conn.request("GET", "/readyz")
@@ -1058,6 +1061,9 @@ class Suite:
                       lambda: sql_injection(self.api, self.mariadb, alice))
         self.scenario("k8s: only the gateway exposed", "Services ClusterIP, Ingress → gateway (+ the dashboards Ingress)",
                       30, k8s_exposure)
+        self.scenario("internal endpoints not public",
+                      "gateway's public port: /metrics, /readyz, /healthz 404; its admin port: 200", 30,
+                      lambda: internal_endpoints(self.stack))
         self.scenario("login rate limit (auth: per email, per address)",
                       "429 + Retry-After after the limits; lifted after the window",
                       120, lambda: rate_limit(self.api, alice))
@@ -1382,14 +1388,14 @@ def endless_part_header(api, user, gateway_pid, total=600 * 1000 * 1000):
                  RssSampler.status_mib(gateway_pid, "VmHWM") - max(hwm_before, before))
     status, body = answer.get("status"), answer.get("body", b"")
     parsed = json.loads(body) if body.startswith(b"{") else {}
-    healthy = api.request("GET", "/healthz").status == 200
+    healthy = api.request("GET", "/").status == 200
     early = answer.get("sent", total) < total
     held = (isinstance(status, int) and 400 <= status < 500 and "error" in parsed and early
             and growth <= 16 and healthy)
     return held, (f"{status} {parsed.get('error', answer.get('error', ''))} after "
                   f"{answer.get('sent', 0) / 1e6:.1f} MB sent of {total / 1e6:.0f} MB "
                   f"({answer.get('elapsed', 0):.2f}s); gateway RSS {before:.0f} MiB, "
-                  f"peak growth {growth:.1f} MiB (sampled / VmHWM); /healthz after: {'200' if healthy else 'FAIL'}")
+                  f"peak growth {growth:.1f} MiB (sampled / VmHWM); GET / after: {'200' if healthy else 'FAIL'}")
 
 
 def oversized_headers(port):
@@ -1417,8 +1423,8 @@ def oversized_headers(port):
         ok = isinstance(status, int) and 400 <= status < 500
         held &= ok
         results.append(f"{name}: {status}")
-    healthy = Api(port).request("GET", "/healthz").status == 200
-    return held and healthy, "; ".join(results) + f"; /healthz after: {'200' if healthy else 'FAIL'}"
+    healthy = Api(port).request("GET", "/").status == 200
+    return held and healthy, "; ".join(results) + f"; GET / after: {'200' if healthy else 'FAIL'}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1655,6 +1661,17 @@ def gateway_limits(suite):
 
 
 DASHBOARD_BACKENDS = ("mailhog", "rabbitmq-management")
+
+
+def internal_endpoints(stack):
+    public, admin = Api(stack.ports["gateway"]), Api(stack.ports["gateway_admin"])
+    seen = {}
+    for path in ("/metrics", "/readyz", "/healthz"):
+        seen[f"public {path}"] = public.request("GET", path).status
+        seen[f"admin {path}"] = admin.request("GET", path).status
+    held = all(status == 404 for what, status in seen.items() if what.startswith("public")) and \
+        all(status == 200 for what, status in seen.items() if what.startswith("admin"))
+    return held, ", ".join(f"{what} {status}" for what, status in seen.items())
 
 
 def k8s_exposure():

@@ -8,10 +8,11 @@
 #   scripts/stack.sh stop-service|start-service|restart-service|kill-service NAME
 #                            one process (auth, gateway, converter, notification, secantusdb, smtp);
 #                            kill-service is `kill -9`
-# State lives in target/stack (pids, logs, mail). Ports: gateway 18080, auth gRPC 15051,
-# auth/converter/notification HTTP 18081-18083, SecantusDB 37017, SMTP 12525.
+# State lives in target/stack (pids, logs, mail). Ports: gateway 18080 (its internal health and
+# metrics listener 18084), auth gRPC 15051, auth/converter/notification HTTP 18081-18083,
+# SecantusDB 37017, SMTP 12525.
 # Overrides (the reliability suite runs a second stack on private backing services with these):
-#   STACK_DIR, GATEWAY_PORT, AUTH_GRPC_PORT, AUTH_HTTP_PORT, CONVERTER_HTTP_PORT,
+#   STACK_DIR, GATEWAY_PORT, GATEWAY_ADMIN_PORT, AUTH_GRPC_PORT, AUTH_HTTP_PORT, CONVERTER_HTTP_PORT,
 #   NOTIFICATION_HTTP_PORT, MONGO_PORT, SMTP_PORT; MONGO_STORAGE (SecantusDB data directory,
 #   default :memory:); STACK_DATABASE_URL and STACK_AMQP_URL (instead of the machine's MariaDB
 #   database $STACK_DB and RabbitMQ; the caller then owns that database); STACK_BUILD=0 (skip
@@ -22,6 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 STACK=${STACK_DIR:-$ROOT/target/stack}
 mkdir -p "$STACK/logs" "$STACK/pids"
 GATEWAY_PORT=${GATEWAY_PORT:-18080}
+GATEWAY_ADMIN_PORT=${GATEWAY_ADMIN_PORT:-18084}
 MONGO_PORT=${MONGO_PORT:-37017}
 SMTP_PORT=${SMTP_PORT:-12525}
 STACK_DB=${STACK_DB:-mp3_stack}
@@ -72,7 +74,7 @@ service() { # name -> starts one service with its env
   export LOG_FORMAT=${LOG_FORMAT:-json} RUST_LOG=${RUST_LOG:-info}
   case $name in
     auth) HTTP_ADDR=127.0.0.1:$AUTH_HTTP_PORT GRPC_ADDR=127.0.0.1:$AUTH_GRPC_PORT start_one auth "$BIN/auth" ;;
-    gateway) HTTP_ADDR=127.0.0.1:$GATEWAY_PORT start_one gateway "$BIN/gateway" ;;
+    gateway) HTTP_ADDR=127.0.0.1:$GATEWAY_PORT ADMIN_ADDR=127.0.0.1:$GATEWAY_ADMIN_PORT start_one gateway "$BIN/gateway" ;;
     converter) HTTP_ADDR=127.0.0.1:$CONVERTER_HTTP_PORT CONVERTER_RETRY_DELAYS=${CONVERTER_RETRY_DELAYS:-1s,2s,5s} start_one converter "$BIN/converter" ;;
     notification) HTTP_ADDR=127.0.0.1:$NOTIFICATION_HTTP_PORT NOTIFICATION_RETRY_DELAYS=${NOTIFICATION_RETRY_DELAYS:-1s,2s,5s} start_one notification "$BIN/notification" ;;
     secantusdb)
@@ -117,7 +119,7 @@ case ${1:-} in
     service smtp
     for s in auth gateway converter notification; do service $s; done
     wait_ready auth http://127.0.0.1:$AUTH_HTTP_PORT/readyz 60
-    wait_ready gateway http://127.0.0.1:$GATEWAY_PORT/readyz 60
+    wait_ready gateway http://127.0.0.1:$GATEWAY_ADMIN_PORT/readyz 60
     wait_ready converter http://127.0.0.1:$CONVERTER_HTTP_PORT/readyz 60
     wait_ready notification http://127.0.0.1:$NOTIFICATION_HTTP_PORT/readyz 60
     echo "stack: up; gateway at http://127.0.0.1:$GATEWAY_PORT, logs in $STACK/logs, mail in $STACK/mail"

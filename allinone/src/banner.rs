@@ -18,6 +18,8 @@ pub enum MailDestination {
 pub struct Summary {
     /// The URL the quick start talks to (the API's own address).
     pub api_url: String,
+    /// The internal listener: health, readiness, metrics.
+    pub admin_url: String,
     /// The prefix of links in responses and mails, when it differs from `api_url`.
     pub public_base_url: String,
     pub data_dir: PathBuf,
@@ -55,7 +57,11 @@ impl Summary {
         if self.public_base_url != self.api_url {
             let _ = writeln!(out, "  links       {}", self.public_base_url);
         }
-        let _ = writeln!(out, "  health      {}/readyz", self.api_url);
+        let _ = writeln!(
+            out,
+            "  health      {}/readyz (metrics: /metrics)",
+            self.admin_url
+        );
         let _ = writeln!(out, "  data        {}", self.data_dir.display());
         match &self.mail {
             MailDestination::Folder(dir) => {
@@ -141,6 +147,7 @@ mod tests {
     fn summary() -> Summary {
         Summary {
             api_url: "http://127.0.0.1:8080".into(),
+            admin_url: "http://127.0.0.1:8084".into(),
             public_base_url: "http://127.0.0.1:8080".into(),
             data_dir: "/srv/mp3/data".into(),
             backends: vec![("users", "SQLite in /srv/mp3/data/auth.db".into())],

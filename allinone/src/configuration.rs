@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `DATA_DIR` | `./data` | users (SQLite), files, events, outbox, sent log and mails |
 //! | `HTTP_ADDR` | `127.0.0.1:8080` | the REST API |
+//! | `ADMIN_ADDR` | `127.0.0.1:8084` | internal: `/healthz`, `/readyz`, `/metrics` |
 //! | `PUBLIC_BASE_URL` | `http://` + `HTTP_ADDR` | prefix of the links in responses and mails |
 //! | `DATABASE_URL` | `sqlite://$DATA_DIR/auth.db?mode=rwc` | `mysql://…`: users in MySQL/MariaDB |
 //! | `MONGODB_URI` | unset | set: files in GridFS, events, outbox and sent log in MongoDB |
@@ -23,6 +24,9 @@ use std::time::Duration;
 pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8080);
+/// Health, readiness and metrics: never on the API's listener.
+pub const DEFAULT_ADMIN_ADDR: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1)), 8084);
 
 /// Where each part of the state lives under the data directory.
 pub mod layout {
@@ -46,6 +50,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// `HTTP_ADDR`: the gateway's REST API. Port 0 picks a free port (tests).
     pub http_addr: SocketAddr,
+    /// `ADMIN_ADDR`: the internal listener of `/healthz`, `/readyz` and `/metrics`. Port 0 picks
+    /// a free port (tests).
+    pub admin_addr: SocketAddr,
     /// `PUBLIC_BASE_URL`; `None`: derived from the address the API listens on.
     pub public_base_url: Option<PublicBaseUrl>,
     /// `DATABASE_URL` when it names a real database; `None`: SQLite in the data directory.
@@ -74,6 +81,7 @@ impl Settings {
     pub fn from_env() -> Result<Self, ConfigError> {
         let data_dir = PathBuf::from(config::string_or("DATA_DIR", DEFAULT_DATA_DIR));
         let http_addr = config::or_default("HTTP_ADDR", DEFAULT_HTTP_ADDR)?;
+        let admin_addr = config::or_default("ADMIN_ADDR", DEFAULT_ADMIN_ADDR)?;
         let database_url = config::raw("DATABASE_URL").map(SecretUrl::from);
         let auth = auth::Settings::from_env_with_database(
             auth::backends::embedded_url(&data_dir).expose(),
@@ -95,6 +103,7 @@ impl Settings {
             notification,
             data_dir,
             http_addr,
+            admin_addr,
         })
     }
 
@@ -106,6 +115,7 @@ impl Settings {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         Self {
             http_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
             public_base_url: None,
             database_url: None,
             mongodb_uri: None,

@@ -50,6 +50,7 @@ const DRAIN_GRACE: Duration = Duration::from_millis(300);
 pub struct AllInOne {
     summary: Summary,
     address: SocketAddr,
+    admin_address: SocketAddr,
     /// Held while running: a second process on the same data directory would corrupt it.
     lock: std::fs::File,
     /// The process's one MongoDB client, closed after every part stopped.
@@ -112,6 +113,7 @@ impl AllInOne {
         let Settings {
             data_dir,
             http_addr,
+            admin_addr,
             public_base_url,
             database_url,
             mongodb_uri,
@@ -201,6 +203,7 @@ impl AllInOne {
         let address = concrete_address(http_addr)?;
         let public_base_url = public_base_url.unwrap_or_else(|| default_public_base_url(address));
         gateway_settings.http_addr = address;
+        gateway_settings.admin_addr = admin_addr;
         gateway_settings.auth_grpc_url = format!("http://{}", auth.grpc_addr());
         gateway_settings.public_base_url = public_base_url.as_str().to_owned();
         let gateway_backends = match &mongo {
@@ -224,6 +227,7 @@ impl AllInOne {
             .await
             .context("starting the gateway")?;
         let address = gateway.address();
+        let admin_address = gateway.admin_address();
 
         converter_settings.http_addr = LOOPBACK_ANY_PORT;
         let converter = if start_converter {
@@ -290,6 +294,7 @@ impl AllInOne {
         let api_url = default_public_base_url(address).as_str().to_owned();
         let summary = Summary {
             api_url,
+            admin_url: default_public_base_url(admin_address).as_str().to_owned(),
             public_base_url: public_base_url.as_str().to_owned(),
             data_dir,
             backends,
@@ -301,6 +306,7 @@ impl AllInOne {
         Ok(Self {
             summary,
             address,
+            admin_address,
             lock,
             mongo,
             auth,
@@ -315,6 +321,11 @@ impl AllInOne {
     /// Where the REST API listens.
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` listen (not on the API's address).
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
     }
 
     /// What the banner reports.

@@ -55,11 +55,12 @@ async fn one_jobs_trace_id_reaches_the_logs_of_all_four_services_and_metrics_mov
     let dir = tempfile::tempdir().unwrap();
     let running = Running::start(Settings::for_tests(dir.path())).await;
     let base = running.base_url.clone();
+    let admin = running.admin_url.clone();
     let client = reqwest::Client::new();
     let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     let metrics_before = client
-        .get(format!("{base}/metrics"))
+        .get(format!("{admin}/metrics"))
         .send()
         .await
         .unwrap()
@@ -145,7 +146,7 @@ async fn one_jobs_trace_id_reaches_the_logs_of_all_four_services_and_metrics_mov
     assert!(!text.contains(&token), "a token reached the logs");
 
     let metrics_after = client
-        .get(format!("{base}/metrics"))
+        .get(format!("{admin}/metrics"))
         .send()
         .await
         .unwrap()

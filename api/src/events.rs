@@ -17,9 +17,11 @@ pub const NOTIFICATION_SENT: &str = "notification.sent";
 pub const NOTIFICATION_FAILED: &str = "notification.failed";
 pub const JOB_DELETED: &str = "job.deleted";
 pub const JOB_EXPIRED: &str = "job.expired";
+/// The gateway's watchdog sent a job that made no progress to the converter again.
+pub const JOB_RESUBMITTED: &str = "job.resubmitted";
 
 /// Every name a job event may have.
-pub const JOB_EVENT_TYPES: [&str; 9] = [
+pub const JOB_EVENT_TYPES: [&str; 10] = [
     JOB_SUBMITTED,
     CONVERSION_STARTED,
     CONVERSION_PROGRESS,
@@ -29,6 +31,7 @@ pub const JOB_EVENT_TYPES: [&str; 9] = [
     NOTIFICATION_FAILED,
     JOB_DELETED,
     JOB_EXPIRED,
+    JOB_RESUBMITTED,
 ];
 
 /// The name of the message that reports a server-side interruption.

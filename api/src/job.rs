@@ -126,6 +126,10 @@ pub struct JobView {
     /// and the reliability checks want to see.
     #[serde(default)]
     pub attempts: u32,
+    /// How often the gateway's watchdog sent the job to the converter again because it made no
+    /// progress (`job.resubmitted`).
+    #[serde(default)]
+    pub resubmissions: u32,
     #[serde(default)]
     pub failure_reason: Option<String>,
     #[serde(default, deserialize_with = "lenient::optional")]

@@ -214,11 +214,13 @@ pub enum JobEvent {
     JobDeleted(JobDeleted),
     #[serde(rename = "job.expired")]
     JobExpired(JobExpired),
+    #[serde(rename = "job.resubmitted")]
+    JobResubmitted(JobResubmitted),
 }
 
 impl JobEvent {
     /// Every event type, e.g. for binding a queue to all of them.
-    pub const ALL_TYPES: [&'static str; 9] = names::JOB_EVENT_TYPES;
+    pub const ALL_TYPES: [&'static str; 10] = names::JOB_EVENT_TYPES;
 
     /// The wire name of the event, also its routing key on the broker.
     pub fn event_type(&self) -> &'static str {
@@ -232,6 +234,7 @@ impl JobEvent {
             JobEvent::NotificationFailed(_) => "notification.failed",
             JobEvent::JobDeleted(_) => "job.deleted",
             JobEvent::JobExpired(_) => "job.expired",
+            JobEvent::JobResubmitted(_) => "job.resubmitted",
         }
     }
 
@@ -247,6 +250,7 @@ impl JobEvent {
             JobEvent::NotificationFailed(_) => NotificationFailed::VERSION,
             JobEvent::JobDeleted(_) => JobDeleted::VERSION,
             JobEvent::JobExpired(_) => JobExpired::VERSION,
+            JobEvent::JobResubmitted(_) => JobResubmitted::VERSION,
         }
     }
 
@@ -263,6 +267,7 @@ impl JobEvent {
             names::NOTIFICATION_FAILED => NotificationFailed::VERSION,
             names::JOB_DELETED => JobDeleted::VERSION,
             names::JOB_EXPIRED => JobExpired::VERSION,
+            names::JOB_RESUBMITTED => JobResubmitted::VERSION,
             _ => return None,
         })
     }
@@ -394,6 +399,20 @@ pub struct JobExpired {
 }
 
 impl Versioned for JobExpired {
+    const VERSION: u16 = 1;
+}
+
+/// The gateway's watchdog saw no event of an unfinished job for too long and published its
+/// `job.submitted` again (the same event, so the converter's outcome ids stay the same).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobResubmitted {
+    /// 1 for the first re-submission.
+    pub resubmission: u32,
+    /// Why, for people: "no progress for 30 minutes".
+    pub reason: String,
+}
+
+impl Versioned for JobResubmitted {
     const VERSION: u16 = 1;
 }
 

@@ -61,6 +61,9 @@ pub struct JobState {
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: Option<DateTime<Utc>>,
     pub attempts: u32,
+    /// How often the gateway's watchdog sent the job to the converter again (`job.resubmitted`).
+    #[serde(default)]
+    pub resubmissions: u32,
     pub failure_reason: Option<String>,
     pub failure_kind: Option<FailureKind>,
     pub mp3_file_id: Option<String>,
@@ -85,6 +88,7 @@ impl JobState {
             finished_at: None,
             updated_at: None,
             attempts: 0,
+            resubmissions: 0,
             failure_reason: None,
             failure_kind: None,
             mp3_file_id: None,
@@ -188,6 +192,9 @@ impl JobState {
             JobEvent::JobExpired(e) => {
                 self.advance(JobStatus::Expired);
                 self.owner_id.get_or_insert_with(|| e.owner_id.clone());
+            }
+            JobEvent::JobResubmitted(e) => {
+                self.resubmissions = self.resubmissions.max(e.resubmission);
             }
         }
     }

@@ -70,6 +70,14 @@ def test_the_scrape_port_must_be_the_service_port(docs: list[dict]) -> None:
     assert any("prometheus.io/port" in p for p in k8s.check_workloads(docs))
 
 
+def test_gateway_probes_on_the_public_port_are_caught(docs: list[dict]) -> None:
+    c = container(docs, "Deployment", "gateway")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        c[probe]["httpGet"]["port"] = "http"
+    find(docs, "Deployment", "gateway")["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "8080"
+    assert any("internal admin port" in p for p in k8s.check_workloads(docs)), k8s.check_workloads(docs)
+
+
 def test_a_nodeport_service_is_exposure(docs: list[dict]) -> None:
     find(docs, "Service", "mysql")["spec"]["type"] = "NodePort"
     assert any("NodePort" in p for p in k8s.check_exposure(docs))
@@ -260,6 +268,12 @@ def test_a_bad_depends_on_condition_fails_the_schema(root: Path, compose_doc: di
 def test_a_healthcheck_on_the_wrong_port_is_caught(compose_doc: dict) -> None:
     compose_doc["services"]["notification"]["healthcheck"]["test"][-1] = "http://127.0.0.1:8082/readyz"
     assert any("compose service notification: healthcheck" in p for p in compose.check_semantics(compose_doc))
+
+
+def test_a_gateway_healthcheck_on_its_public_port_is_caught(compose_doc: dict) -> None:
+    compose_doc["services"]["gateway"]["healthcheck"]["test"][-1] = "http://127.0.0.1:8080/readyz"
+    assert any("compose service gateway: healthcheck must GET /readyz on ADMIN_ADDR" in p
+               for p in compose.check_semantics(compose_doc)), compose.check_semantics(compose_doc)
 
 
 def test_waiting_for_a_service_without_healthcheck_is_caught(compose_doc: dict) -> None:

@@ -82,10 +82,14 @@ def check_semantics(doc: dict[str, Any]) -> Problems:
             problems.add(f"compose service {name}: healthcheck should run `/usr/local/bin/{name} healthcheck …` "
                          "(the image has no curl)")
         port, path = healthcheck_port(service)
-        addr = environment(service).get("HTTP_ADDR", "")
+        # The gateway's HTTP_ADDR is public and serves no health: its probes go to ADMIN_ADDR.
+        variable = "ADMIN_ADDR" if name == "gateway" else "HTTP_ADDR"
+        addr = environment(service).get(variable, "")
         if path != "/readyz" or port is None or not addr.endswith(f":{port}"):
-            problems.add(f"compose service {name}: healthcheck must GET /readyz on HTTP_ADDR ({addr}), "
+            problems.add(f"compose service {name}: healthcheck must GET /readyz on {variable} ({addr}), "
                          f"not port {port} {path}")
+        if name == "gateway" and addr and environment(service).get("HTTP_ADDR", "").endswith(f":{port}"):
+            problems.add("compose service gateway: ADMIN_ADDR must not be the public HTTP_ADDR")
         for dependency, condition in (service.get("depends_on") or {}).items():
             if dependency != "mailhog" and (condition or {}).get("condition") != "service_healthy":
                 problems.add(f"compose service {name}: depends_on {dependency} should wait for service_healthy")

@@ -188,6 +188,8 @@ def check_k8s_wiring(docs: list[dict[str, Any]]) -> Problems:
         ports = {p["name"]: p["containerPort"] for p in pod_spec(doc)["containers"][0].get("ports") or []}
         if _addr_port(env.get("HTTP_ADDR", "")) != ports.get("http"):
             problems.add(f"{name}: HTTP_ADDR {env.get('HTTP_ADDR')} is not the container's http port {ports.get('http')}")
+        if name == "gateway" and _addr_port(env.get("ADMIN_ADDR", "")) != ports.get("admin"):
+            problems.add(f"gateway: ADMIN_ADDR {env.get('ADMIN_ADDR')} is not the container's admin port {ports.get('admin')}")
         if name == "auth" and _addr_port(env.get("GRPC_ADDR", "")) != ports.get("grpc"):
             problems.add(f"auth: GRPC_ADDR {env.get('GRPC_ADDR')} is not the container's grpc port {ports.get('grpc')}")
     return problems

@@ -204,6 +204,8 @@ def check_service_pod(doc: dict[str, Any], spec: dict[str, Any]) -> Problems:
             problems.add(f"Deployment/{name}: {probe} must GET {path}")
             continue
         ports.add(http_port(c, get.get("port")))
+    if name == "gateway" and http_port(c, "http") in ports:
+        problems.add("Deployment/gateway: probes must use the internal admin port, not the public http one")
     if c.get("image") != f"mp3converter/{name}:latest" or c.get("imagePullPolicy") != "IfNotPresent":
         problems.add(f"Deployment/{name}: image must be mp3converter/{name}:latest, IfNotPresent")
     annotations = pod_annotations(doc)

@@ -188,7 +188,10 @@ def check_network_policies(docs: list[dict[str, Any]]) -> tuple[list[str], str]:
     from_stranger = connections(docs, [STRANGER])
     if from_stranger:
         problems.append(f"a pod of another namespace reaches {sorted(from_stranger)}")
-    scraped = {t for _, t, _ in connections(docs, [PROMETHEUS])}
+    scrapes = connections(docs, [PROMETHEUS])
+    if ("prometheus", "gateway", 8080) in scrapes:
+        problems.append("Prometheus reaches the gateway's public port 8080; metrics are on its internal 8084")
+    scraped = {t for _, t, _ in scrapes}
     if scraped != {"gateway", "auth", "converter", "notification", "rabbitmq"}:
         problems.append(f"Prometheus (namespace monitoring) can scrape {sorted(scraped)} only")
 

@@ -8,8 +8,8 @@
 use crate::auth_client::{Accounts, GrpcAccounts};
 use crate::configuration::Settings;
 use crate::store::{
-    EventStore, LocalEventStore, LocalOutbox, LocalRetentionLedger, MongoEventStore, MongoOutbox,
-    MongoRetentionLedger, Outbox, RetentionLedger,
+    EventStore, JobWatch, LocalEventStore, LocalOutbox, LocalRetentionLedger, MemoryJobWatch,
+    MongoEventStore, MongoJobWatch, MongoOutbox, MongoRetentionLedger, Outbox, RetentionLedger,
 };
 use anyhow::Context;
 use platform::blob::{BlobStore, GridFsStore};
@@ -24,6 +24,8 @@ pub struct Backends {
     pub events: Arc<dyn EventStore>,
     pub outbox: Arc<dyn Outbox>,
     pub ledger: Arc<dyn RetentionLedger>,
+    /// When each unfinished job last moved (the watchdog's).
+    pub watch: Arc<dyn JobWatch>,
     pub accounts: Arc<dyn Accounts>,
     /// The MongoDB client this value opened and so closes ([`Backends::close`]); a client lent
     /// by the caller ([`Backends::on_mongo`]) stays the caller's to close.
@@ -56,6 +58,7 @@ impl Backends {
             events: Arc::new(MongoEventStore::new(mongo, database)),
             outbox: Arc::new(MongoOutbox::new(mongo, database)),
             ledger: Arc::new(MongoRetentionLedger::new(mongo, database)),
+            watch: Arc::new(MongoJobWatch::new(mongo, database)),
             accounts: grpc_accounts(settings)?,
             owned_mongo: None,
         })
@@ -88,6 +91,8 @@ impl Backends {
                     .await
                     .with_context(|| opened("retention ledger"))?,
             ),
+            // One process: the watch lives in memory (see MemoryJobWatch).
+            watch: Arc::new(MemoryJobWatch::default()),
             accounts: grpc_accounts(settings)?,
             owned_mongo: None,
         })

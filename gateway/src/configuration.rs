@@ -3,6 +3,7 @@
 use crate::circuit_breaker::BreakerConfig;
 use crate::rate_limit::RateLimitConfig;
 use platform::SecretUrl;
+use platform::bus::AutoRedrive;
 use platform::config::{self, ConfigError, defaults};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,13 +17,19 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 /// Default `HEADER_READ_TIMEOUT`: 10 s.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default `JOB_STALL_TIMEOUT`: 30 minutes.
+pub const DEFAULT_JOB_STALL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
 /// Default `BODY_IDLE_TIMEOUT`: 30 s.
 pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `HTTP_ADDR`: where the REST API (and /healthz, /readyz) listens.
+    /// `HTTP_ADDR`: where the public REST API listens (no health or metrics there).
     pub http_addr: SocketAddr,
+    /// `ADMIN_ADDR`: the internal listener of `/healthz`, `/readyz` and `/metrics`, for probes
+    /// and Prometheus; the ingress never routes to it.
+    pub admin_addr: SocketAddr,
     /// `AUTH_GRPC_URL`: the auth service's gRPC endpoint.
     pub auth_grpc_url: String,
     /// `AUTH_TIMEOUT`: deadline of every call to auth, so a hung auth yields 503, never a hang.
@@ -67,6 +74,21 @@ pub struct Settings {
     /// `BODY_IDLE_TIMEOUT`: a request body that sends nothing for this long is cut (an upload is
     /// answered 408).
     pub body_idle_timeout: Duration,
+    /// `JOB_STALL_TIMEOUT`: an unfinished job with no event for this long is submitted again
+    /// (a conversion in progress reports progress far more often).
+    pub job_stall_timeout: Duration,
+    /// `JOB_MAX_RESUBMISSIONS`: how often a stalled job is submitted again before it fails.
+    pub job_max_resubmissions: u32,
+    /// `JOB_WATCH_INTERVAL`: how often the watchdog looks for stalled jobs.
+    pub job_watch_interval: Duration,
+    /// `ORPHAN_GRACE`: files younger than this are never taken for orphans (an upload whose job
+    /// is still being recorded).
+    pub orphan_grace: Duration,
+    /// `ORPHAN_SWEEP_INTERVAL`: how often the orphan sweeper looks at a page of each bucket.
+    pub orphan_sweep_interval: Duration,
+    /// `DEAD_LETTER_REDRIVE_AFTER` and `DEAD_LETTER_MAX_REDRIVES`: an event dead-lettered from
+    /// the gateway's queue goes back into it after this cool-down, at most this many times.
+    pub dead_letter_redrive: AutoRedrive,
     /// `AUTH_BREAKER_FAILURES` consecutive unreachable-auth failures open the circuit for
     /// `AUTH_BREAKER_OPEN_FOR`.
     pub auth_breaker: BreakerConfig,
@@ -89,6 +111,19 @@ impl Settings {
                 .parse()
                 .expect("the default address parses"),
         )?;
+        let admin_addr: SocketAddr = config::or_default(
+            "ADMIN_ADDR",
+            defaults::GATEWAY_ADMIN_ADDR
+                .parse()
+                .expect("the default address parses"),
+        )?;
+        if admin_addr == http_addr {
+            return Err(ConfigError::new(
+                "ADMIN_ADDR",
+                &admin_addr.to_string(),
+                "must differ from HTTP_ADDR (the internal endpoints are never public)",
+            ));
+        }
         let max_upload_bytes = config::or_default("MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)?;
         if max_upload_bytes == 0 {
             return Err(ConfigError::new(
@@ -107,6 +142,7 @@ impl Settings {
         }
         Ok(Self {
             http_addr,
+            admin_addr,
             auth_grpc_url: config::string_or("AUTH_GRPC_URL", defaults::AUTH_GRPC_URL),
             auth_timeout: config::duration_or("AUTH_TIMEOUT", Duration::from_secs(3))?,
             mongodb_uri: config::secret_url_or("MONGODB_URI", defaults::MONGODB_URI),
@@ -148,6 +184,30 @@ impl Settings {
                 "BODY_IDLE_TIMEOUT",
                 config::duration_or("BODY_IDLE_TIMEOUT", DEFAULT_BODY_IDLE_TIMEOUT)?,
             )?,
+            job_stall_timeout: positive(
+                "JOB_STALL_TIMEOUT",
+                config::duration_or("JOB_STALL_TIMEOUT", DEFAULT_JOB_STALL_TIMEOUT)?,
+            )?,
+            job_max_resubmissions: config::or_default("JOB_MAX_RESUBMISSIONS", 2)?,
+            job_watch_interval: positive(
+                "JOB_WATCH_INTERVAL",
+                config::duration_or("JOB_WATCH_INTERVAL", Duration::from_secs(60))?,
+            )?,
+            orphan_grace: positive(
+                "ORPHAN_GRACE",
+                config::duration_or("ORPHAN_GRACE", Duration::from_secs(3600))?,
+            )?,
+            orphan_sweep_interval: positive(
+                "ORPHAN_SWEEP_INTERVAL",
+                config::duration_or("ORPHAN_SWEEP_INTERVAL", Duration::from_secs(300))?,
+            )?,
+            dead_letter_redrive: AutoRedrive {
+                cool_down: positive(
+                    "DEAD_LETTER_REDRIVE_AFTER",
+                    config::duration_or("DEAD_LETTER_REDRIVE_AFTER", Duration::from_secs(3600))?,
+                )?,
+                max_redrives: config::or_default("DEAD_LETTER_MAX_REDRIVES", 3)?,
+            },
             auth_breaker: BreakerConfig {
                 failure_threshold: config::or_default("AUTH_BREAKER_FAILURES", 5)?,
                 open_for: positive(
@@ -165,6 +225,7 @@ impl Settings {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         Self {
             http_addr: "127.0.0.1:0".parse().expect("a valid address"),
+            admin_addr: "127.0.0.1:0".parse().expect("a valid address"),
             auth_grpc_url: auth_grpc_url.to_owned(),
             auth_timeout: Duration::from_secs(3),
             mongodb_uri: mongodb_uri.into(),
@@ -184,6 +245,17 @@ impl Settings {
             trust_forwarded_for: false,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            job_stall_timeout: DEFAULT_JOB_STALL_TIMEOUT,
+            job_max_resubmissions: 2,
+            job_watch_interval: Duration::from_millis(200),
+            // Tests share GridFS: a test's sweeper must never take another test's files (whose
+            // jobs are in another jobs database) for orphans. Orphan tests use a private server.
+            orphan_grace: Duration::from_secs(30 * 86_400),
+            orphan_sweep_interval: Duration::from_millis(200),
+            dead_letter_redrive: AutoRedrive {
+                cool_down: Duration::from_secs(3600),
+                max_redrives: 3,
+            },
             auth_breaker: BreakerConfig::default(),
         }
     }
@@ -201,6 +273,7 @@ mod tests {
         unsafe {
             for name in [
                 "HTTP_ADDR",
+                "ADMIN_ADDR",
                 "MAX_UPLOAD_BYTES",
                 "PUBLIC_BASE_URL",
                 "AUTH_TIMEOUT",
@@ -218,12 +291,20 @@ mod tests {
                 "BODY_IDLE_TIMEOUT",
                 "SSE_STREAMS_PER_USER",
                 "SSE_STREAMS_MAX",
+                "JOB_STALL_TIMEOUT",
+                "JOB_MAX_RESUBMISSIONS",
+                "JOB_WATCH_INTERVAL",
+                "ORPHAN_GRACE",
+                "ORPHAN_SWEEP_INTERVAL",
+                "DEAD_LETTER_REDRIVE_AFTER",
+                "DEAD_LETTER_MAX_REDRIVES",
             ] {
                 std::env::remove_var(name);
             }
         }
         let settings = Settings::from_env().unwrap();
         assert_eq!(settings.http_addr.port(), 8080);
+        assert_eq!(settings.admin_addr.port(), 8084);
         assert_eq!(settings.max_upload_bytes, DEFAULT_MAX_UPLOAD_BYTES);
         assert_eq!(settings.public_base_url, "http://mp3converter.com");
         assert_eq!(settings.auth_timeout, Duration::from_secs(3));
@@ -241,6 +322,16 @@ mod tests {
         assert_eq!(settings.body_idle_timeout, Duration::from_secs(30));
         assert_eq!(settings.sse_streams_per_user, 10);
         assert_eq!(settings.sse_streams_max, 1000);
+        assert_eq!(settings.job_stall_timeout, Duration::from_secs(1800));
+        assert_eq!(settings.job_max_resubmissions, 2);
+        assert_eq!(settings.job_watch_interval, Duration::from_secs(60));
+        assert_eq!(settings.orphan_grace, Duration::from_secs(3600));
+        assert_eq!(settings.orphan_sweep_interval, Duration::from_secs(300));
+        assert_eq!(
+            settings.dead_letter_redrive.cool_down,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(settings.dead_letter_redrive.max_redrives, 3);
 
         unsafe {
             std::env::set_var("RETENTION", "2s");
@@ -260,6 +351,10 @@ mod tests {
             ("LOGINS_PER_MINUTE", "-1"),
             ("HEADER_READ_TIMEOUT", "0s"),
             ("BODY_IDLE_TIMEOUT", "soon"),
+            ("JOB_STALL_TIMEOUT", "0s"),
+            ("ORPHAN_GRACE", "an hour"),
+            ("DEAD_LETTER_MAX_REDRIVES", "-1"),
+            ("ADMIN_ADDR", "0.0.0.0:8080"),
         ] {
             let previous = std::env::var(name).ok();
             unsafe { std::env::set_var(name, bad) };

@@ -4,10 +4,12 @@ use gateway::{Application, Settings};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    // `gateway healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck).
-    if let Some(code) =
-        platform::healthcheck::run_if_requested(platform::config::defaults::GATEWAY_HTTP_ADDR)
-    {
+    // `gateway healthcheck [/readyz]`: the container healthcheck (see platform::healthcheck),
+    // against the internal listener: the public one serves no health endpoints.
+    if let Some(code) = platform::healthcheck::run_if_requested_on(
+        "ADMIN_ADDR",
+        platform::config::defaults::GATEWAY_ADMIN_ADDR,
+    ) {
         return code;
     }
     // `gateway redrive-parked`: after an upgrade, re-drives the events this service's consumer

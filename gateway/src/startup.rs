@@ -1,11 +1,13 @@
-//! Composition: builds the gateway from its settings and backing services, and runs the HTTP
-//! server, the event-store consumer, the outbox relay and the retention sweeper until shutdown.
+//! Composition: builds the gateway from its settings and backing services, and runs the public
+//! HTTP server, the internal one (health, readiness, metrics on `ADMIN_ADDR`, never routed by the
+//! ingress), the event-store consumer, the outbox relay and the sweepers until shutdown.
 
 use crate::backends::Backends;
 use crate::configuration::Settings;
 use crate::observability;
 use crate::pipeline::{
-    self, EventPublisher, EventStoreFeeder, FileJanitor, JobUpdates, Lifecycle, Sweeper,
+    self, EventPublisher, EventStoreFeeder, FileJanitor, JobUpdates, Lifecycle, OrphanSweeper,
+    Sweeper, Watchdog,
 };
 use crate::rate_limit::{RateLimits, StreamLimits};
 use crate::routes::{self, AppState};
@@ -15,7 +17,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::http::{HeaderName, Request};
 use axum::middleware::from_fn;
-use platform::bus::EventBus;
+use platform::bus::{AutoRedrive, EventBus};
 use platform::health::{Health, probe};
 use platform::trace::TraceContext;
 use std::net::SocketAddr;
@@ -41,6 +43,9 @@ const BACKGROUND_GRACE: Duration = Duration::from_secs(5);
 pub struct Application {
     listener: TcpListener,
     address: SocketAddr,
+    /// `ADMIN_ADDR`: `/healthz`, `/readyz` and `/metrics`, kept off the public listener.
+    admin_listener: TcpListener,
+    admin_address: SocketAddr,
     state: AppState,
     health: Health,
     bus: Arc<dyn EventBus>,
@@ -52,6 +57,11 @@ pub struct Application {
     lifecycle: Arc<Lifecycle>,
     sweeper: Sweeper,
     retention_sweep_interval: Duration,
+    watchdog: Watchdog,
+    job_watch_interval: Duration,
+    orphans: OrphanSweeper,
+    orphan_sweep_interval: Duration,
+    dead_letter_redrive: AutoRedrive,
     header_read_timeout: Duration,
     body_idle_timeout: Duration,
     shutdown: CancellationToken,
@@ -97,6 +107,20 @@ impl Application {
             publisher: publisher.clone(),
             retention: settings.retention,
         };
+        let watchdog = Watchdog {
+            watch: backends.watch.clone(),
+            store: store.clone(),
+            bus: bus.clone(),
+            publisher: publisher.clone(),
+            stall_timeout: settings.job_stall_timeout,
+            max_resubmissions: settings.job_max_resubmissions,
+        };
+        let orphans = OrphanSweeper::new(
+            blobs.clone(),
+            store.clone(),
+            janitor.clone(),
+            settings.orphan_grace,
+        );
         let state = AppState {
             tokens: Arc::new(TokenVerifier::new(
                 accounts.clone(),
@@ -147,9 +171,15 @@ impl Application {
             .await
             .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
         let address = listener.local_addr()?;
+        let admin_listener = TcpListener::bind(settings.admin_addr)
+            .await
+            .with_context(|| format!("cannot listen on ADMIN_ADDR {}", settings.admin_addr))?;
+        let admin_address = admin_listener.local_addr()?;
         Ok(Self {
             listener,
             address,
+            admin_listener,
+            admin_address,
             state,
             health,
             bus,
@@ -160,6 +190,11 @@ impl Application {
             lifecycle,
             sweeper,
             retention_sweep_interval: settings.retention_sweep_interval,
+            watchdog,
+            job_watch_interval: settings.job_watch_interval,
+            orphans,
+            orphan_sweep_interval: settings.orphan_sweep_interval,
+            dead_letter_redrive: settings.dead_letter_redrive,
             header_read_timeout: settings.header_read_timeout,
             body_idle_timeout: settings.body_idle_timeout,
             shutdown,
@@ -174,8 +209,14 @@ impl Application {
         self.address.port()
     }
 
-    /// The HTTP router with request ids, trace context, a span per request, the access log and
-    /// HTTP metrics (also usable without a listener).
+    /// Where the internal endpoints (`/healthz`, `/readyz`, `/metrics`) listen.
+    pub fn admin_address(&self) -> SocketAddr {
+        self.admin_address
+    }
+
+    /// The public HTTP router with request ids, trace context, a span per request, the access
+    /// log and HTTP metrics (also usable without a listener). Health and metrics are not on it:
+    /// they answer 404 here and live on [`Self::admin_router`].
     fn router(&self) -> Router {
         let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
             let request_id = request
@@ -193,7 +234,6 @@ impl Application {
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path(), %request_id, %trace_id)
         });
         routes::router(self.state.clone())
-            .merge(self.health.clone().router())
             // Route layers see the matched route template (`/jobs/{id}`), never the raw path.
             .route_layer(from_fn(observability::record_route))
             .route_layer(from_fn(platform::metrics::track_http))
@@ -209,10 +249,17 @@ impl Application {
             )
     }
 
+    /// The internal router: `/healthz`, `/readyz` (which dependency is down, in plain words) and
+    /// `/metrics`. Probes and scrapes are not counted in the HTTP metrics.
+    fn admin_router(&self) -> Router {
+        self.health.clone().router()
+    }
+
     /// Serves until `shutdown` fires, with the event-store consumer and the outbox relay
     /// beside the server; all three stop gracefully.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let router = self.router();
+        let admin_router = self.admin_router();
         let internal = self.shutdown.clone();
         let forward = {
             let internal = internal.clone();
@@ -226,10 +273,11 @@ impl Application {
 
         let indexes = {
             let shutdown = internal.clone();
-            let (store, outbox, ledger, blobs) = (
+            let (store, outbox, ledger, watch, blobs) = (
                 self.backends.events.clone(),
                 self.backends.outbox.clone(),
                 self.backends.ledger.clone(),
+                self.backends.watch.clone(),
                 self.backends.blobs.clone(),
             );
             async move {
@@ -240,6 +288,7 @@ impl Application {
                         store.prepare().await?;
                         outbox.prepare().await?;
                         ledger.prepare().await?;
+                        watch.prepare().await?;
                         blobs
                             .prepare()
                             .await
@@ -253,6 +302,7 @@ impl Application {
             store: self.state.store.clone(),
             updates: self.state.updates.clone(),
             lifecycle: self.lifecycle.clone(),
+            watch: self.backends.watch.clone(),
         });
         let consumer = {
             let bus = self.bus.clone();
@@ -276,29 +326,55 @@ impl Application {
         let sweeper = self
             .sweeper
             .run(self.retention_sweep_interval, internal.clone());
+        let watchdog = self.watchdog.run(self.job_watch_interval, internal.clone());
+        let orphans = self
+            .orphans
+            .run(self.orphan_sweep_interval, internal.clone());
+        // Events that died in the gateway's queue (a MongoDB outage longer than its retries) come
+        // back by themselves after a cool-down, a bounded number of times.
+        let redrive = self.dead_letter_redrive.run(
+            self.bus.clone(),
+            pipeline::QUEUE.to_owned(),
+            internal.clone(),
+        );
         let housekeeping = self
             .state
             .limits
             .clone()
             .housekeeping(RATE_LIMIT_HOUSEKEEPING, internal.clone());
-        tracing::info!(address = %self.address, "gateway listening");
+        tracing::info!(address = %self.address, admin = %self.admin_address, "gateway listening");
+        let admin = {
+            let listener = self.admin_listener;
+            let internal = internal.clone();
+            async move {
+                let result =
+                    platform::health::serve(listener, admin_router, internal.clone()).await;
+                // Without probes the pod would be killed as dead: stop cleanly instead.
+                internal.cancel();
+                result
+            }
+        };
         let server = platform::health::serve_with_header_timeout(
             self.listener,
             router,
             internal.clone(),
             self.header_read_timeout,
         );
-        let (served, _, _, _, _, _) = tokio::join!(
+        let (served, admin_served, _, _, _, _, _, _, _, _) = tokio::join!(
             async {
                 let result = server.await;
                 // If the server stops by itself, the workers must stop too.
                 internal.cancel();
                 result
             },
+            admin,
             consumer,
             relay,
             indexes,
             sweeper,
+            watchdog,
+            orphans,
+            redrive,
             housekeeping
         );
         forwarder.abort();
@@ -312,6 +388,7 @@ impl Application {
         }
         self.backends.close().await;
         tracing::info!("gateway stopped");
-        served.context("HTTP server failed")
+        served.context("HTTP server failed")?;
+        admin_served.context("internal HTTP server (ADMIN_ADDR) failed")
     }
 }

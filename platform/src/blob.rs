@@ -108,6 +108,16 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Deletes the file and all its chunks; `false` when it did not exist.
     async fn delete(&self, bucket: Bucket, id: &str) -> Result<bool, BlobError>;
 
+    /// Up to `limit` files uploaded before `before`, in id order, starting after the id `after`
+    /// (the last one of the previous page): how a sweep walks the whole store a page at a time.
+    async fn list_older_than(
+        &self,
+        bucket: Bucket,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>, BlobError>;
+
     /// Readiness: `Ok` when the store answers.
     async fn check(&self) -> Result<(), BlobError>;
 
@@ -275,6 +285,29 @@ impl BlobStore for GridFsStore {
         let oid = parse_id(id)?;
         let found = self.files(bucket).find_one(doc! {"_id": oid}).await?;
         Ok(found.as_ref().and_then(info_from))
+    }
+
+    async fn list_older_than(
+        &self,
+        bucket: Bucket,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>, BlobError> {
+        let mut filter =
+            doc! {"uploadDate": {"$lt": bson::DateTime::from_millis(before.timestamp_millis())}};
+        if let Some(after) = after {
+            filter.insert("_id", doc! {"$gt": parse_id(after)?});
+        }
+        let found: Vec<Document> = self
+            .files(bucket)
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await?
+            .try_collect()
+            .await?;
+        Ok(found.iter().filter_map(info_from).collect())
     }
 
     async fn find_by_metadata(

@@ -132,6 +132,52 @@ pub trait EventHandler: Send + Sync + 'static {
     }
 }
 
+/// The automatic re-drive of a service's dead letters: a message dead-lettered from the
+/// service's queue goes back into it once it has waited `cool_down` (the outage that killed it is
+/// likely over), at most `max_redrives` times; after that it stays in the dead-letter queue for
+/// operators (`<service> dead-letters`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AutoRedrive {
+    pub cool_down: Duration,
+    /// 0 disables the automatic re-drive.
+    pub max_redrives: u32,
+}
+
+impl AutoRedrive {
+    /// Re-drives every `min(cool_down, 1 min)` until `shutdown`; errors are logged and retried at
+    /// the next round (the broker may be the thing that is down).
+    pub async fn run(self, bus: Arc<dyn EventBus>, queue: String, shutdown: CancellationToken) {
+        if self.max_redrives == 0 {
+            return;
+        }
+        let interval = self
+            .cool_down
+            .min(Duration::from_secs(60))
+            .max(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let round = tokio::select! {
+                moved = bus.auto_redrive_dead_letters(&queue, self) => moved,
+                _ = shutdown.cancelled() => return,
+            };
+            match round {
+                Ok(0) => {}
+                Ok(moved) => {
+                    metrics::counter!("events_redriven_total", "queue" => queue.clone())
+                        .increment(moved);
+                    tracing::warn!(%queue, moved, "dead letters re-driven automatically");
+                }
+                Err(e) => {
+                    tracing::warn!(%queue, error = %e, "automatic re-drive failed; retrying next round")
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes and returns once the bus has durably accepted the event.
@@ -148,4 +194,15 @@ pub trait EventBus: Send + Sync + 'static {
 
     /// Readiness: `Ok` when the bus is reachable.
     async fn check(&self) -> Result<(), BusError>;
+
+    /// Moves the dead letters that died in `queue` back into it, as `policy` allows (see
+    /// [`AutoRedrive`]); returns how many moved. A bus that keeps no dead letters has none.
+    async fn auto_redrive_dead_letters(
+        &self,
+        queue: &str,
+        policy: AutoRedrive,
+    ) -> Result<u64, BusError> {
+        let _ = (queue, policy);
+        Ok(0)
+    }
 }

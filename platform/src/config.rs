@@ -219,6 +219,8 @@ pub mod defaults {
     pub const SMTP_URL: &str = "smtp://127.0.0.1:1025";
     pub const AUTH_GRPC_URL: &str = "http://127.0.0.1:50051";
     pub const GATEWAY_HTTP_ADDR: &str = "0.0.0.0:8080";
+    /// The gateway's internal listener (health, readiness, metrics): never routed by the ingress.
+    pub const GATEWAY_ADMIN_ADDR: &str = "0.0.0.0:8084";
     pub const AUTH_GRPC_ADDR: &str = "0.0.0.0:50051";
     pub const AUTH_HTTP_ADDR: &str = "0.0.0.0:8081";
     pub const CONVERTER_HTTP_ADDR: &str = "0.0.0.0:8082";

@@ -1,5 +1,7 @@
 //! `/healthz` (the process is alive), `/readyz` (its dependencies answer) and `/metrics`
-//! (Prometheus) for every service.
+//! (Prometheus) for every service, on a listener that is never public (the gateway's is its own
+//! `ADMIN_ADDR`). `/readyz` names the dependency that is down in plain words; the driver's own
+//! error text (hosts, ports, user names) goes to the log, never into an answer.
 
 use async_trait::async_trait;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
@@ -60,6 +62,10 @@ where
 
 /// Per-check deadline so a hung dependency makes `/readyz` fail fast instead of hanging.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// What `/readyz` says of a dependency that answered with an error (the error is logged).
+const NOT_ANSWERING: &str = "not reachable or refusing requests (details in the service log)";
+/// What `/readyz` says of a dependency that did not answer within [`CHECK_TIMEOUT`].
+const TIMED_OUT: &str = "did not answer within 2 seconds";
 
 #[derive(Clone, Default)]
 pub struct Health {
@@ -80,8 +86,15 @@ impl Health {
     pub async fn readiness(&self) -> (bool, serde_json::Value) {
         let results = futures::future::join_all(self.checks.iter().map(|check| async move {
             let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
-                Ok(result) => result,
-                Err(_) => Err("timed out".to_owned()),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => {
+                    tracing::warn!(dependency = check.name(), %error, "readiness check failed");
+                    Err(NOT_ANSWERING)
+                }
+                Err(_) => {
+                    tracing::warn!(dependency = check.name(), timeout = ?CHECK_TIMEOUT, "readiness check timed out");
+                    Err(TIMED_OUT)
+                }
             };
             (check.name(), outcome)
         }))

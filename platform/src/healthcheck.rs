@@ -24,6 +24,12 @@ pub const TIMEOUT: Duration = Duration::from_secs(2);
 /// runtime are set up. `default_http_addr` is the service's default `HTTP_ADDR`, used when the
 /// variable is unset.
 pub fn run_if_requested(default_http_addr: &str) -> Option<ExitCode> {
+    run_if_requested_on("HTTP_ADDR", default_http_addr)
+}
+
+/// [`run_if_requested`] for a service whose health endpoints listen on another variable's
+/// address (the gateway's `ADMIN_ADDR`: its `HTTP_ADDR` is public and serves no health).
+pub fn run_if_requested_on(variable: &str, default_addr: &str) -> Option<ExitCode> {
     let mut args = std::env::args().skip(1);
     if args.next().as_deref() != Some(ARGUMENT) {
         return None;
@@ -33,10 +39,10 @@ pub fn run_if_requested(default_http_addr: &str) -> Option<ExitCode> {
         eprintln!("usage: {ARGUMENT} [http://HOST:PORT/PATH | /PATH]");
         return Some(ExitCode::from(2));
     }
-    let http_addr = std::env::var("HTTP_ADDR").ok();
+    let http_addr = std::env::var(variable).ok();
     let code = match resolve(
         target.as_deref(),
-        http_addr.as_deref().unwrap_or(default_http_addr),
+        http_addr.as_deref().unwrap_or(default_addr),
     )
     .and_then(|target| check(&target, TIMEOUT))
     {

@@ -183,6 +183,39 @@ impl BlobStore for DiskStore {
         Ok(newest)
     }
 
+    async fn list_older_than(
+        &self,
+        bucket: Bucket,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>, BlobError> {
+        // One directory per bucket: read every description, keep the page (ids are ObjectIds,
+        // so their order is the order of creation, as in GridFS).
+        let mut found = Vec::new();
+        let mut entries = tokio::fs::read_dir(self.root.join(bucket.database())).await?;
+        while let Some(entry) = entries.next_entry().await? {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if after.is_some_and(|after| id <= after) {
+                continue;
+            }
+            if let Some(info) = load_info(&path, id).await?
+                && info.uploaded_at < before
+            {
+                found.push(info);
+            }
+        }
+        found.sort_by(|a, b| a.id.cmp(&b.id));
+        found.truncate(limit);
+        Ok(found)
+    }
+
     async fn read(
         &self,
         bucket: Bucket,

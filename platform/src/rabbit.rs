@@ -70,6 +70,9 @@ pub const ATTEMPT_HEADER: &str = "x-attempt";
 pub const TRACEPARENT_HEADER: &str = "traceparent";
 /// Header a parked message carries: why this build could not read it.
 pub const PARKED_REASON_HEADER: &str = "x-parked-reason";
+/// How often the automatic re-drive ([`crate::bus::AutoRedrive`]) moved a message back out of the
+/// dead-letter queue; carried through retries so the bound holds.
+pub const REDRIVEN_HEADER: &str = "x-redriven";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -511,6 +514,46 @@ impl RabbitBus {
         Ok(moved)
     }
 
+    /// The automatic re-drive: moves the dead letters that died in `queue` at least
+    /// `policy.cool_down` ago and were re-driven automatically fewer than `policy.max_redrives`
+    /// times back into it, attempts counted from 1 again and [`REDRIVEN_HEADER`] one higher. The
+    /// others stay for operators. Returns how many moved.
+    pub async fn redrive_dead_letters_after(
+        &self,
+        queue: &str,
+        policy: crate::bus::AutoRedrive,
+    ) -> Result<u64, BusError> {
+        let queue = self.topology.queue(queue);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        self.move_messages(&self.topology.dead_letter_queue, &queue, |delivery| {
+            if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
+                return None;
+            }
+            let redriven = header_u32(delivery, REDRIVEN_HEADER).unwrap_or(0);
+            let cooling = died_at(delivery)
+                .is_some_and(|died| now.saturating_sub(died) < policy.cool_down.as_secs());
+            if redriven >= policy.max_redrives || cooling {
+                return None;
+            }
+            let properties = without_headers(
+                &delivery.properties,
+                &[
+                    "x-death",
+                    "x-first-death-queue",
+                    "x-first-death-reason",
+                    "x-first-death-exchange",
+                ],
+            );
+            let mut headers = properties.headers().clone().unwrap_or_default();
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+            headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven + 1));
+            Some(properties.with_headers(headers))
+        })
+        .await
+    }
+
     /// Moves the messages waiting in `source` when it starts into `target`, one at a time: each
     /// is published with a confirm, then acked, so a failure loses nothing. `rewrite` gives the
     /// properties a message goes with, or `None` to leave it; left and interrupted messages are
@@ -885,15 +928,52 @@ impl DeadLetter {
                 .and_then(|v| v.as_str())
                 .map(str::to_owned)
         };
+        // The latest death, not the first: an event that went through its retries first "died"
+        // of old age in a retry queue, and only then was rejected by the service queue.
+        let last = |key: &str| match last_death(delivery)?.inner().get(key)? {
+            AMQPValue::LongString(value) => Some(value.to_string()),
+            AMQPValue::ShortString(value) => Some(value.to_string()),
+            _ => None,
+        };
         Self {
-            queue: text("x-first-death-queue"),
-            reason: text("x-first-death-reason"),
+            queue: last("queue").or_else(|| text("x-first-death-queue")),
+            reason: last("reason").or_else(|| text("x-first-death-reason")),
             event_type: field("event_type"),
             job_id: field("job_id"),
             event_id: field("event_id"),
             bytes: delivery.data.len(),
         }
     }
+}
+
+/// The most recent entry of RabbitMQ's `x-death` (it keeps the latest first).
+fn last_death(delivery: &Delivery) -> Option<&FieldTable> {
+    let headers = delivery.properties.headers().as_ref()?;
+    let AMQPValue::FieldArray(deaths) = headers.inner().get("x-death")? else {
+        return None;
+    };
+    match deaths.as_slice().first()? {
+        AMQPValue::FieldTable(death) => Some(death),
+        _ => None,
+    }
+}
+
+/// When the message was last dead-lettered (seconds since the epoch).
+fn died_at(delivery: &Delivery) -> Option<u64> {
+    match last_death(delivery)?.inner().get("time")? {
+        AMQPValue::Timestamp(at) => Some(*at),
+        _ => None,
+    }
+}
+
+/// `properties` with the delivery's [`REDRIVEN_HEADER`], when it has one.
+fn carry_redriven(properties: BasicProperties, delivery: &Delivery) -> BasicProperties {
+    let Some(redriven) = header_u32(delivery, REDRIVEN_HEADER) else {
+        return properties;
+    };
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven));
+    properties.with_headers(headers)
 }
 
 fn header_u32(delivery: &Delivery, name: &str) -> Option<u32> {
@@ -1044,7 +1124,8 @@ async fn process(
             match next_delay {
                 Some(delay) => {
                     let retry_queue = retry_queue_name(queue, delay);
-                    let properties = properties_for(&delivered.envelope, attempt + 1);
+                    let properties =
+                        carry_redriven(properties_for(&delivered.envelope, attempt + 1), &delivery);
                     match publish_confirmed(
                         retry_channel,
                         "",
@@ -1197,5 +1278,13 @@ impl EventBus for RabbitBus {
     async fn check(&self) -> Result<(), BusError> {
         let mut slot = self.publisher.lock().await;
         self.publishing_channel(&mut slot).await.map(|_| ())
+    }
+
+    async fn auto_redrive_dead_letters(
+        &self,
+        queue: &str,
+        policy: crate::bus::AutoRedrive,
+    ) -> Result<u64, BusError> {
+        self.redrive_dead_letters_after(queue, policy).await
     }
 }

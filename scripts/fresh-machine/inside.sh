@@ -20,12 +20,14 @@ cargo build --release >/out/build-release.log 2>&1 || { tail -30 /out/build-rele
 step "cargo build --release (first build)" $((SECONDS - start)) PASS
 
 export HTTP_ADDR=127.0.0.1:${FRESH_PORT:-18080}
+# Health is on the internal listener, not the API's.
+export ADMIN_ADDR=127.0.0.1:${FRESH_ADMIN_PORT:-18084}
 BASE=http://$HTTP_ADDR
 cargo run --release >/out/allinone.log 2>&1 &
 app=$!
 start=$SECONDS
-for _ in $(seq 1 600); do curl -fsS "$BASE/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS "$BASE/healthz" >/dev/null || { tail -30 /out/allinone.log; fail "cargo run --release: healthy" $((SECONDS - start)); }
+for _ in $(seq 1 600); do curl -fsS "http://$ADMIN_ADDR/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+curl -fsS "http://$ADMIN_ADDR/healthz" >/dev/null || { tail -30 /out/allinone.log; fail "cargo run --release: healthy" $((SECONDS - start)); }
 step "cargo run --release: healthy" $((SECONDS - start)) PASS
 grep -q "Quick start" /out/allinone.log || fail "banner prints the quick start" 0
 step "banner prints the quick start" 0 PASS

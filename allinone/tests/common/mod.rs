@@ -44,6 +44,8 @@ pub async fn real_services(data_dir: &Path) -> Settings {
 /// A running all-in-one.
 pub struct Running {
     pub base_url: String,
+    /// The internal listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_url: String,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -56,10 +58,12 @@ impl Running {
             .await
             .expect("the all-in-one builds");
         let base_url = format!("http://{}", app.address());
+        let admin_url = format!("http://{}", app.admin_address());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
         let running = Self {
             base_url,
+            admin_url,
             shutdown,
             task: Some(task),
         };
@@ -71,7 +75,7 @@ impl Running {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut last = String::new();
         while Instant::now() < deadline {
-            match reqwest::get(format!("{}/readyz", self.base_url)).await {
+            match reqwest::get(format!("{}/readyz", self.admin_url)).await {
                 Ok(response) if response.status() == 200 => return,
                 Ok(response) => last = response.text().await.unwrap_or_default(),
                 Err(e) => last = e.to_string(),

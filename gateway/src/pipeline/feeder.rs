@@ -1,9 +1,11 @@
-//! The gateway's consumer: every job event into the event store, then the data lifecycle.
+//! The gateway's consumer: every job event into the event store, then the job watch (when the
+//! job last moved, for the watchdog) and the data lifecycle.
 
 use super::{JobUpdates, Lifecycle};
 use crate::observability;
-use crate::store::EventStore;
+use crate::store::{EventStore, JobWatch};
 use async_trait::async_trait;
+use contracts::{Envelope, JobEvent};
 use platform::bus::{Delivered, EventHandler, Outcome};
 use std::sync::Arc;
 
@@ -12,6 +14,18 @@ pub struct EventStoreFeeder {
     pub store: Arc<dyn EventStore>,
     pub updates: JobUpdates,
     pub lifecycle: Arc<Lifecycle>,
+    pub watch: Arc<dyn JobWatch>,
+}
+
+/// Whether `event` ends its job's conversion (nothing more is expected of the converter).
+fn ends_the_job(event: &Envelope) -> bool {
+    matches!(
+        event.event,
+        JobEvent::ConversionSucceeded(_)
+            | JobEvent::ConversionFailed(_)
+            | JobEvent::JobDeleted(_)
+            | JobEvent::JobExpired(_)
+    )
 }
 
 #[async_trait]
@@ -29,6 +43,14 @@ impl EventHandler for EventStoreFeeder {
             Err(e) => return Outcome::Retry(e.to_string()),
         }
         // Also on redelivery (`fresh` false): a previous attempt may have failed right here.
+        let watched = if ends_the_job(event) {
+            self.watch.finish(event.job_id).await
+        } else {
+            self.watch.touch(event.job_id, event.occurred_at).await
+        };
+        if let Err(e) = watched {
+            return Outcome::Retry(format!("stored, but the job watch failed: {e}"));
+        }
         match self.lifecycle.after_stored(event).await {
             Ok(()) => Outcome::Done,
             Err(e) => Outcome::Retry(format!("stored, but the data lifecycle failed: {e}")),

@@ -15,7 +15,8 @@ pub enum DeleteReason {
     Duplicate,
     /// The job outlived `RETENTION`.
     Expired,
-    /// A conversion finished after its job was deleted or expired.
+    /// A conversion finished after its job was deleted or expired, or the orphan sweeper found a
+    /// file no job accounts for.
     Orphaned,
 }
 
@@ -71,6 +72,16 @@ impl FileJanitor {
     /// one); `true` when it existed.
     pub async fn delete_mp3(&self, file_id: &str, reason: DeleteReason) -> Result<bool, BlobError> {
         self.delete_one(Bucket::Mp3s, file_id, reason).await
+    }
+
+    /// Deletes one file of either bucket (the orphan sweeper's); `true` when it existed.
+    pub async fn delete_file(
+        &self,
+        bucket: Bucket,
+        file_id: &str,
+        reason: DeleteReason,
+    ) -> Result<bool, BlobError> {
+        self.delete_one(bucket, file_id, reason).await
     }
 
     async fn delete_one(

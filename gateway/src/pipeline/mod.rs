@@ -8,6 +8,9 @@
 //! - [`JobUpdates`]: wakes live job streams (SSE) when an event of their job was stored here.
 //! - [`Sweeper`]: expires finished jobs `RETENTION` after they finished; [`FileJanitor`] deletes
 //!   a job's files for both.
+//! - [`OrphanSweeper`]: deletes files no job accounts for (`ORPHAN_GRACE` after their upload).
+//! - [`Watchdog`]: a job that made no progress for `JOB_STALL_TIMEOUT` is submitted again, a
+//!   bounded number of times, then failed with a reason.
 //!
 //! Dependencies point one way: routes and startup use the pipeline, the pipeline uses the
 //! [`crate::store`] seam, and the store knows nothing of either.
@@ -15,16 +18,20 @@
 mod feeder;
 mod janitor;
 mod lifecycle;
+mod orphans;
 mod publisher;
 mod relay;
 mod sweeper;
+mod watchdog;
 
 pub use feeder::EventStoreFeeder;
 pub use janitor::{DeleteReason, FileJanitor};
 pub use lifecycle::Lifecycle;
+pub use orphans::OrphanSweeper;
 pub use publisher::{Delivery, EventPublisher};
 pub use relay::{RELAY_LEASE, relay};
 pub use sweeper::{CLAIM_LEASE, Sweeper, describe, expires_at};
+pub use watchdog::{Verdict, Watchdog};
 
 use platform::bus::Subscription;
 use std::time::Duration;

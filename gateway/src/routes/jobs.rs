@@ -53,6 +53,7 @@ fn view(state: &AppState, job: JobState) -> api::JobView {
         finished_at: job.finished_at,
         updated_at: job.updated_at,
         attempts: job.attempts,
+        resubmissions: job.resubmissions,
         failure_reason: job.failure_reason,
         failure_kind: job.failure_kind.map(|kind| match kind {
             FailureKind::Unconvertible => api::FailureKind::Unconvertible,

@@ -1,6 +1,6 @@
-//! The retention ledger in memory.
+//! The retention ledger and the job watch in memory.
 
-use super::{ExpiryClaim, FinishedJob, RetentionLedger, StoreError, later};
+use super::{ExpiryClaim, FinishedJob, JobWatch, RetentionLedger, StalledJob, StoreError, later};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -144,5 +144,67 @@ mod tests {
         );
         assert_eq!(ledger.job_of_mp3("m1").await.unwrap(), Some(old));
         assert_eq!(ledger.job_of_mp3("m2").await.unwrap(), None);
+    }
+}
+
+/// The job watch in memory (the all-in-one mode: one process). It forgets on restart; the
+/// all-in-one's replay then re-sends every unfinished job, and their events fill it again.
+#[derive(Default)]
+pub struct MemoryJobWatch {
+    jobs: Mutex<HashMap<Uuid, Watched>>,
+}
+
+struct Watched {
+    last_activity: DateTime<Utc>,
+    claimed_until: DateTime<Utc>,
+    done: bool,
+}
+
+#[async_trait]
+impl JobWatch for MemoryJobWatch {
+    async fn touch(&self, job_id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        let watched = jobs.entry(job_id).or_insert_with(|| Watched {
+            last_activity: at,
+            claimed_until: DateTime::<Utc>::MIN_UTC,
+            done: false,
+        });
+        watched.last_activity = watched.last_activity.max(at);
+        Ok(())
+    }
+
+    async fn finish(&self, job_id: Uuid) -> Result<(), StoreError> {
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        let watched = jobs.entry(job_id).or_insert_with(|| Watched {
+            last_activity: Utc::now(),
+            claimed_until: DateTime::<Utc>::MIN_UTC,
+            done: true,
+        });
+        watched.done = true;
+        Ok(())
+    }
+
+    async fn claim_stalled(
+        &self,
+        cutoff: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<StalledJob>, StoreError> {
+        let now = Utc::now();
+        let mut jobs = self.jobs.lock().expect("not poisoned");
+        let oldest = jobs
+            .iter_mut()
+            .filter(|(_, w)| !w.done && w.last_activity <= cutoff && w.claimed_until <= now)
+            .min_by_key(|(_, w)| w.last_activity);
+        Ok(oldest.map(|(job_id, watched)| {
+            watched.claimed_until = later(lease);
+            StalledJob { job_id: *job_id }
+        }))
+    }
+
+    async fn release(&self, job_id: Uuid) -> Result<(), StoreError> {
+        if let Some(watched) = self.jobs.lock().expect("not poisoned").get_mut(&job_id) {
+            watched.claimed_until = DateTime::<Utc>::MIN_UTC;
+        }
+        Ok(())
     }
 }

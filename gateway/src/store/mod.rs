@@ -1,8 +1,10 @@
 //! The gateway's persistence seam: the event store (every job event; a job's state is their fold),
-//! the transactional outbox (events accepted but maybe not yet published) and the retention
-//! ledger (finished jobs waiting to expire), each a trait with two adapters:
+//! the transactional outbox (events accepted but maybe not yet published), the retention
+//! ledger (finished jobs waiting to expire) and the job watch (when each unfinished job last
+//! moved, for the watchdog), each a trait with two adapters:
 //!
-//! - [`mongo`]: MongoDB (database `JOBS_DATABASE`, collections `events`, `outbox`, `retention`),
+//! - [`mongo`]: MongoDB (database `JOBS_DATABASE`, collections `events`, `outbox`, `retention`,
+//!   `watchdog`),
 //!   for deployments with several gateway replicas;
 //! - [`local`]: JSON-lines files in one directory, for the all-in-one mode (one process).
 //!
@@ -10,7 +12,8 @@
 //! bus does) and skips, without failing the job, an event this build cannot read.
 //!
 //! [`memory::MemoryRetentionLedger`] keeps the ledger in memory (tests, and a gateway without a
-//! ledger of its own). The contract every adapter meets is tested once, against each of them
+//! ledger of its own); [`memory::MemoryJobWatch`] is the job watch of the all-in-one mode (one
+//! process; after a restart its replay re-sends unfinished jobs, whose events fill it again). The contract every adapter meets is tested once, against each of them
 //! (`gateway/tests/api/store_contract.rs`).
 
 pub mod local;
@@ -18,8 +21,8 @@ pub mod memory;
 pub mod mongo;
 
 pub use local::{LocalEventStore, LocalOutbox, LocalRetentionLedger};
-pub use memory::MemoryRetentionLedger;
-pub use mongo::{MongoEventStore, MongoOutbox, MongoRetentionLedger};
+pub use memory::{MemoryJobWatch, MemoryRetentionLedger};
+pub use mongo::{MongoEventStore, MongoJobWatch, MongoOutbox, MongoRetentionLedger};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -128,7 +131,8 @@ pub fn owner_of(event: &JobEvent) -> Option<&str> {
         JobEvent::ConversionStarted(_)
         | JobEvent::ConversionProgress(_)
         | JobEvent::NotificationSent(_)
-        | JobEvent::NotificationFailed(_) => None,
+        | JobEvent::NotificationFailed(_)
+        | JobEvent::JobResubmitted(_) => None,
     }
 }
 
@@ -180,6 +184,40 @@ pub trait RetentionLedger: Send + Sync + 'static {
 
     /// The job whose MP3 had this file id (the file itself may be gone).
     async fn job_of_mp3(&self, mp3_file_id: &str) -> Result<Option<Uuid>, StoreError>;
+}
+
+/// An unfinished job that has not moved for too long, leased to one watchdog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StalledJob {
+    pub job_id: Uuid,
+}
+
+/// When each unfinished job last moved: what the watchdog looks at to find the jobs nothing
+/// happens to any more (a lost or dead-lettered submission, a converter that never answers).
+#[async_trait]
+pub trait JobWatch: Send + Sync + 'static {
+    /// Readies the store once it answers (indexes); idempotent, retried at start-up.
+    async fn prepare(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// The job moved at `at` (an event of it was stored); starts watching it if needed. A
+    /// finished job stays finished: a late event never makes it watched again.
+    async fn touch(&self, job_id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// The job reached an outcome (or is gone): it is never claimed again.
+    async fn finish(&self, job_id: Uuid) -> Result<(), StoreError>;
+
+    /// Leases, for `lease`, one unfinished job that last moved at or before `cutoff` and is not
+    /// leased by another watchdog.
+    async fn claim_stalled(
+        &self,
+        cutoff: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Option<StalledJob>, StoreError>;
+
+    /// Gives a claimed job back at once.
+    async fn release(&self, job_id: Uuid) -> Result<(), StoreError>;
 }
 
 #[async_trait]

@@ -186,7 +186,12 @@ async fn an_absent_auth_service_is_503_quickly() {
         .unwrap();
     assert_error(jobs, 503, "service_unavailable").await;
 
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
 }
 

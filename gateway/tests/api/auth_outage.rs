@@ -119,11 +119,16 @@ async fn an_auth_outage_fails_fast_with_503_and_recovers_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(fast_failures > 0, "the circuit never opened");
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.admin_url("/metrics"))
         .send()
         .await
         .unwrap()
@@ -156,7 +161,7 @@ async fn an_auth_outage_fails_fast_with_503_and_recovers_without_a_restart() {
     app.submit(&user, "after.mp4").await;
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.admin_url("/metrics"))
         .send()
         .await
         .unwrap()

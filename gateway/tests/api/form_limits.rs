@@ -112,7 +112,7 @@ async fn chunked_upload(
 }
 
 async fn still_serving(app: &TestApp, user: &crate::helpers::User) {
-    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let health = app.client.get(app.url("/")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     app.submit(user, "after.mp4").await;
 }

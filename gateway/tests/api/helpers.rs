@@ -48,6 +48,8 @@ pub type Configure = Box<dyn FnOnce(&mut Settings) + Send>;
 
 pub struct TestApp {
     pub address: String,
+    /// The internal listener (`ADMIN_ADDR`): `/healthz`, `/readyz`, `/metrics`.
+    pub admin_address: String,
     pub client: reqwest::Client,
     /// A bus on the real broker with the gateway's topology: publishes the converter's events
     /// and observes what the gateway publishes.
@@ -106,12 +108,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .await
         .expect("the gateway builds");
     let port = application.port();
+    let admin_port = application.admin_address().port();
     let gateway = tokio::spawn(application.run_until_stopped(shutdown.clone()));
     let mongo = mongodb::Client::with_uri_str(&mongodb_uri)
         .await
         .expect("MongoDB client");
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
+        admin_address: format!("http://127.0.0.1:{admin_port}"),
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -199,6 +203,11 @@ impl Observed {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
+    }
+
+    /// A URL on the internal listener (health, readiness, metrics).
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{path}", self.admin_address)
     }
 
     /// Starts a consumer (like another service would be) on all job events.

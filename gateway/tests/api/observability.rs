@@ -67,7 +67,7 @@ async fn an_upload_continues_the_callers_trace_into_job_submitted() {
     // Without a traceparent (or with a malformed one) a new trace starts.
     let fresh = app
         .client
-        .get(app.url("/healthz"))
+        .get(app.url("/"))
         .header("traceparent", "garbage")
         .send()
         .await
@@ -103,7 +103,12 @@ async fn metrics_count_requests_by_route_template_and_status() {
     let refused = app.upload(&user, "empty.mp4", Vec::new(), "").await;
     assert_eq!(refused.status(), 400);
 
-    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let response = app
+        .client
+        .get(app.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let metrics = response.text().await.unwrap();
     let upload = [r#"method="POST""#, r#"route="/upload""#, r#"status="202""#];

@@ -105,7 +105,12 @@ async fn uploads_during_a_broker_outage_are_accepted_and_published_exactly_once_
     for id in &job_ids {
         assert_eq!(app.job(&user, id).await["status"], "submitted");
     }
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let ready: Value = ready.json().await.unwrap();
     assert_eq!(ready["checks"]["event_bus"]["status"], "unavailable");

@@ -26,7 +26,12 @@ async fn a_mongodb_outage_is_503_and_the_gateway_recovers() {
         "{:?}",
         started.elapsed()
     );
-    let ready = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let ready = app
+        .client
+        .get(app.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
 
     // Back (empty: the private server keeps its data in memory): uploads work again.

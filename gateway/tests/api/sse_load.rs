@@ -27,7 +27,7 @@ async fn counters(app: &TestApp) -> (i64, f64) {
     };
     let metrics = app
         .client
-        .get(app.url("/metrics"))
+        .get(app.admin_url("/metrics"))
         .send()
         .await
         .unwrap()

@@ -7,9 +7,9 @@ use chrono::Utc;
 use contracts::events::{ConversionStarted, JobDeleted, JobSubmitted};
 use contracts::{Envelope, JobEvent, JobStatus};
 use gateway::store::{
-    EventStore, FinishedJob, JobPage, LocalEventStore, LocalOutbox, LocalRetentionLedger,
-    MemoryRetentionLedger, MongoEventStore, MongoOutbox, MongoRetentionLedger, Outbox,
-    RetentionLedger,
+    EventStore, FinishedJob, JobPage, JobWatch, LocalEventStore, LocalOutbox, LocalRetentionLedger,
+    MemoryJobWatch, MemoryRetentionLedger, MongoEventStore, MongoJobWatch, MongoOutbox,
+    MongoRetentionLedger, Outbox, RetentionLedger,
 };
 use platform::testing::{required_env, unique_name};
 use std::sync::Arc;
@@ -449,4 +449,58 @@ async fn the_local_event_store_folds_past_events_a_newer_build_stored_and_keeps_
     // Still there for the build that reads them.
     let kept = std::fs::read_to_string(&path).unwrap();
     assert!(kept.contains("job.renamed") && kept.contains("loudness_lufs"));
+}
+
+/// The job watch: a job is claimed once it has been quiet past the cutoff, by one watchdog at a
+/// time; activity moves it forward, a finished job is never claimed again (not even after a late
+/// event), and a released job can be claimed at once.
+async fn the_watch_claims_each_stalled_job_once(watch: Arc<dyn JobWatch>) {
+    watch.prepare().await.unwrap();
+    let lease = Duration::from_secs(60);
+    let quiet = Uuid::now_v7();
+    let busy = Uuid::now_v7();
+    let finished = Uuid::now_v7();
+    let long_ago = Utc::now() - chrono::Duration::minutes(10);
+    watch.touch(quiet, long_ago).await.unwrap();
+    watch.touch(busy, long_ago).await.unwrap();
+    watch.touch(busy, Utc::now()).await.unwrap();
+    watch.touch(finished, long_ago).await.unwrap();
+    watch.finish(finished).await.unwrap();
+    watch.touch(finished, long_ago).await.unwrap();
+    let cutoff = Utc::now() - chrono::Duration::minutes(1);
+
+    let claimed = watch.claim_stalled(cutoff, lease).await.unwrap();
+    assert_eq!(claimed.map(|c| c.job_id), Some(quiet));
+    assert_eq!(
+        watch.claim_stalled(cutoff, lease).await.unwrap(),
+        None,
+        "leased, and nothing else is quiet"
+    );
+    watch.release(quiet).await.unwrap();
+    assert_eq!(
+        watch
+            .claim_stalled(cutoff, lease)
+            .await
+            .unwrap()
+            .map(|c| c.job_id),
+        Some(quiet),
+        "released: claimable again"
+    );
+    watch.finish(quiet).await.unwrap();
+    watch.release(quiet).await.unwrap();
+    assert_eq!(watch.claim_stalled(cutoff, lease).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn the_mongo_watch_claims_each_stalled_job_once() {
+    let client = mongodb::Client::with_uri_str(required_env("MONGODB_URI"))
+        .await
+        .expect("the MongoDB-wire server at MONGODB_URI answers");
+    let watch = MongoJobWatch::new(&client, &unique_name("contract"));
+    the_watch_claims_each_stalled_job_once(Arc::new(watch)).await;
+}
+
+#[tokio::test]
+async fn the_memory_watch_claims_each_stalled_job_once() {
+    the_watch_claims_each_stalled_job_once(Arc::new(MemoryJobWatch::default())).await;
 }

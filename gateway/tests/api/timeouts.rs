@@ -59,7 +59,7 @@ async fn connections_that_never_finish_their_headers_are_closed() {
     let start = Instant::now();
     let mut partial = connect(&app).await;
     partial
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
+        .write_all(b"GET / HTTP/1.1\r\nHost: gateway\r\nX-Slow: ")
         .await
         .unwrap();
     let closed_after = time_to_close(partial, start).await;
@@ -70,7 +70,7 @@ async fn connections_that_never_finish_their_headers_are_closed() {
 
     // Whole requests are unaffected, on fresh or kept-alive connections.
     for _ in 0..3 {
-        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        let health = app.client.get(app.url("/")).send().await.unwrap();
         assert_eq!(health.status(), 200);
     }
 }
@@ -105,7 +105,7 @@ async fn an_upload_whose_body_stalls_is_cut_with_408() {
         app.files_of(platform::blob::Bucket::Videos, &user.id).await,
         0
     );
-    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let health = app.client.get(app.url("/")).send().await.unwrap();
     assert_eq!(health.status(), 200);
 }
 

@@ -4,10 +4,12 @@
 mod events;
 mod outbox;
 mod retention;
+mod watch;
 
 pub use events::MongoEventStore;
 pub use outbox::MongoOutbox;
 pub use retention::MongoRetentionLedger;
+pub use watch::MongoJobWatch;
 
 use super::StoreError;
 use contracts::Envelope;
