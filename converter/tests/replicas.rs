@@ -5,6 +5,7 @@
 //! longer than the broker's `consumer_timeout` (a private node) still completes exactly once.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use contracts::events::{FailureKind, JobSubmitted};
 use contracts::{Envelope, JobEvent};
 use converter::worker::lease::MongoLeases;
@@ -129,6 +130,18 @@ impl BlobStore for SlowVideos {
         self.inner.delete(bucket, id).await
     }
 
+    async fn list_older_than(
+        &self,
+        bucket: Bucket,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>, BlobError> {
+        self.inner
+            .list_older_than(bucket, before, after, limit)
+            .await
+    }
+
     async fn check(&self) -> Result<(), BlobError> {
         self.inner.check().await
     }
@@ -182,6 +195,18 @@ impl BlobStore for KillerVideos {
 
     async fn delete(&self, bucket: Bucket, id: &str) -> Result<bool, BlobError> {
         self.inner.delete(bucket, id).await
+    }
+
+    async fn list_older_than(
+        &self,
+        bucket: Bucket,
+        before: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<BlobInfo>, BlobError> {
+        self.inner
+            .list_older_than(bucket, before, after, limit)
+            .await
     }
 
     async fn check(&self) -> Result<(), BlobError> {

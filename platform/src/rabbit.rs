@@ -527,30 +527,35 @@ impl RabbitBus {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs());
-        self.move_messages(&self.topology.dead_letter_queue, &queue, |delivery| {
-            if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
-                return None;
-            }
-            let redriven = header_u32(delivery, REDRIVEN_HEADER).unwrap_or(0);
-            let cooling = died_at(delivery)
-                .is_some_and(|died| now.saturating_sub(died) < policy.cool_down.as_secs());
-            if redriven >= policy.max_redrives || cooling {
-                return None;
-            }
-            let properties = without_headers(
-                &delivery.properties,
-                &[
-                    "x-death",
-                    "x-first-death-queue",
-                    "x-first-death-reason",
-                    "x-first-death-exchange",
-                ],
-            );
-            let mut headers = properties.headers().clone().unwrap_or_default();
-            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
-            headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven + 1));
-            Some(properties.with_headers(headers))
-        })
+        self.move_messages_from(
+            SourceQueue::Aside,
+            &self.topology.dead_letter_queue,
+            &queue,
+            |delivery| {
+                if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
+                    return None;
+                }
+                let redriven = header_u32(delivery, REDRIVEN_HEADER).unwrap_or(0);
+                let cooling = died_at(delivery)
+                    .is_some_and(|died| now.saturating_sub(died) < policy.cool_down.as_secs());
+                if redriven >= policy.max_redrives || cooling {
+                    return None;
+                }
+                let properties = without_headers(
+                    &delivery.properties,
+                    &[
+                        "x-death",
+                        "x-first-death-queue",
+                        "x-first-death-reason",
+                        "x-first-death-exchange",
+                    ],
+                );
+                let mut headers = properties.headers().clone().unwrap_or_default();
+                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+                headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven + 1));
+                Some(properties.with_headers(headers))
+            },
+        )
         .await
     }
 
