@@ -118,6 +118,7 @@ impl Application {
         let orphans = OrphanSweeper::new(
             blobs.clone(),
             store.clone(),
+            backends.outbox.clone(),
             janitor.clone(),
             settings.orphan_grace,
         );

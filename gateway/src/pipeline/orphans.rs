@@ -5,11 +5,14 @@
 //! the [`FileJanitor`] (metric reason `orphaned`).
 //!
 //! Only files older than `ORPHAN_GRACE` are looked at: an upload in flight, or one whose
-//! submission is still on its way to the event store, is younger than that. Deleting is
-//! idempotent, so several replicas may sweep at once without claims.
+//! submission is still on its way to the event store, is younger than that. A file whose job is
+//! unknown is kept while any event still waits in the outbox: a submission the event store
+//! missed and the broker could not take yet (an outage longer than the grace) names that job,
+//! and deleting its video would lose an accepted job. Deleting is idempotent, so several
+//! replicas may sweep at once without claims.
 
 use super::{DeleteReason, FileJanitor};
-use crate::store::EventStore;
+use crate::store::{EventStore, Outbox};
 use chrono::Utc;
 use contracts::JobStatus;
 use platform::blob::{BlobInfo, BlobStore, Bucket};
@@ -24,6 +27,7 @@ const PAGE: usize = 200;
 pub struct OrphanSweeper {
     blobs: Arc<dyn BlobStore>,
     store: Arc<dyn EventStore>,
+    outbox: Arc<dyn Outbox>,
     janitor: FileJanitor,
     /// `ORPHAN_GRACE`.
     grace: Duration,
@@ -42,12 +46,14 @@ impl OrphanSweeper {
     pub fn new(
         blobs: Arc<dyn BlobStore>,
         store: Arc<dyn EventStore>,
+        outbox: Arc<dyn Outbox>,
         janitor: FileJanitor,
         grace: Duration,
     ) -> Self {
         Self {
             blobs,
             store,
+            outbox,
             janitor,
             grace,
             cursors: Mutex::new([None, None]),
@@ -60,6 +66,8 @@ impl OrphanSweeper {
             .ok()
             .and_then(|grace| Utc::now().checked_sub_signed(grace))
             .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+        // Read before the pages: an event added later names a file younger than the grace.
+        let outbox_empty = self.outbox.pending().await? == 0;
         let mut deleted = 0;
         for (slot, bucket) in [Bucket::Videos, Bucket::Mp3s].into_iter().enumerate() {
             let after = self.cursors.lock().expect("not poisoned")[slot].clone();
@@ -72,7 +80,7 @@ impl OrphanSweeper {
                 .then(|| page.last().map(|file| file.id.clone()))
                 .flatten();
             for file in &page {
-                if self.verdict(file).await? == Verdict::Orphaned
+                if self.verdict(file, outbox_empty).await? == Verdict::Orphaned
                     && self
                         .janitor
                         .delete_file(bucket, &file.id, DeleteReason::Orphaned)
@@ -87,8 +95,9 @@ impl OrphanSweeper {
         Ok(deleted)
     }
 
-    /// A file is orphaned when its job is unknown to the event store, or deleted or expired.
-    async fn verdict(&self, file: &BlobInfo) -> anyhow::Result<Verdict> {
+    /// A file is orphaned when its job is deleted or expired, or unknown to the event store
+    /// while nothing waits in the outbox (`outbox_empty`).
+    async fn verdict(&self, file: &BlobInfo, outbox_empty: bool) -> anyhow::Result<Verdict> {
         let Some(job_id) = file
             .metadata
             .get("job_id")
@@ -99,7 +108,8 @@ impl OrphanSweeper {
             return Ok(Verdict::Orphaned);
         };
         Ok(match self.store.job_state(job_id).await? {
-            None => Verdict::Orphaned,
+            None if outbox_empty => Verdict::Orphaned,
+            None => Verdict::Keep,
             Some(job) if matches!(job.status, JobStatus::Deleted | JobStatus::Expired) => {
                 Verdict::Orphaned
             }
@@ -127,5 +137,70 @@ impl OrphanSweeper {
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LocalEventStore, LocalOutbox};
+    use contracts::events::JobSubmitted;
+    use contracts::{Envelope, JobEvent};
+    use platform::blob::Metadata;
+    use platform::local_blob::DiskStore;
+
+    /// A video whose submission the event store missed while the broker was down longer than
+    /// the grace: its event still waits in the outbox, so the video must stay.
+    #[tokio::test]
+    async fn a_video_of_a_submission_still_in_the_outbox_is_kept_until_the_outbox_drains() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs: Arc<dyn BlobStore> =
+            Arc::new(DiskStore::new(dir.path().join("blobs")).await.unwrap());
+        let store: Arc<dyn EventStore> = Arc::new(
+            LocalEventStore::open(dir.path().join("events"))
+                .await
+                .unwrap(),
+        );
+        let outbox: Arc<dyn Outbox> =
+            Arc::new(LocalOutbox::open(dir.path().join("outbox")).await.unwrap());
+        let job_id = Uuid::now_v7();
+        let mut metadata = Metadata::new();
+        metadata.insert("job_id".into(), job_id.to_string().into());
+        let mut upload = blobs
+            .create(Bucket::Videos, "held.mp4", metadata)
+            .await
+            .unwrap();
+        upload.write(b"a video").await.unwrap();
+        let video = upload.finish().await.unwrap().id;
+        let submitted = Envelope::new(
+            job_id,
+            "gateway",
+            JobEvent::JobSubmitted(JobSubmitted {
+                owner_id: "u1".into(),
+                owner_email: "u1@example.com".into(),
+                video_file_id: video.clone(),
+                original_filename: "held.mp4".into(),
+                content_type: Some("video/mp4".into()),
+                size_bytes: 7,
+                quality: None,
+            }),
+        );
+        outbox.add(&submitted, Duration::ZERO).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let sweeper = OrphanSweeper::new(
+            blobs.clone(),
+            store,
+            outbox.clone(),
+            FileJanitor::new(blobs.clone()),
+            Duration::ZERO,
+        );
+
+        assert_eq!(sweeper.sweep_once().await.unwrap(), 0);
+        assert!(blobs.info(Bucket::Videos, &video).await.unwrap().is_some());
+
+        // Published (and, in this test, never stored: the job stays unknown) — now it is no job's.
+        outbox.mark_published(submitted.event_id).await.unwrap();
+        assert_eq!(sweeper.sweep_once().await.unwrap(), 1);
+        assert!(blobs.info(Bucket::Videos, &video).await.unwrap().is_none());
     }
 }
