@@ -144,7 +144,7 @@ impl AllInOne {
         };
 
         let subscriptions = vec![
-            gateway::pipeline::subscription(),
+            gateway::pipeline::subscription(platform::config::DEFAULT_DELIVERY_LIMIT),
             converter::worker::Application::subscription(&converter_settings),
             notification::startup::subscription(&notification_settings),
         ];

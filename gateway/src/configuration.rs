@@ -89,6 +89,9 @@ pub struct Settings {
     /// `DEAD_LETTER_REDRIVE_AFTER` and `DEAD_LETTER_MAX_REDRIVES`: an event dead-lettered from
     /// the gateway's queue goes back into it after this cool-down, at most this many times.
     pub dead_letter_redrive: AutoRedrive,
+    /// `DELIVERY_LIMIT` (default 5): deaths of a gateway holding one event that the broker lets
+    /// pass before it gives the event up (see `pipeline::subscription`).
+    pub delivery_limit: u32,
     /// `AUTH_BREAKER_FAILURES` consecutive unreachable-auth failures open the circuit for
     /// `AUTH_BREAKER_OPEN_FOR`.
     pub auth_breaker: BreakerConfig,
@@ -189,6 +192,7 @@ impl Settings {
                 config::duration_or("JOB_STALL_TIMEOUT", DEFAULT_JOB_STALL_TIMEOUT)?,
             )?,
             job_max_resubmissions: config::or_default("JOB_MAX_RESUBMISSIONS", 2)?,
+            delivery_limit: config::delivery_limit()?,
             job_watch_interval: positive(
                 "JOB_WATCH_INTERVAL",
                 config::duration_or("JOB_WATCH_INTERVAL", Duration::from_secs(60))?,
@@ -247,6 +251,7 @@ impl Settings {
             body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             job_stall_timeout: DEFAULT_JOB_STALL_TIMEOUT,
             job_max_resubmissions: 2,
+            delivery_limit: config::DEFAULT_DELIVERY_LIMIT,
             job_watch_interval: Duration::from_millis(200),
             // Tests share GridFS: a test's sweeper must never take another test's files (whose
             // jobs are in another jobs database) for orphans. Orphan tests use a private server.

@@ -52,6 +52,8 @@ pub struct Application {
     outbox: Arc<dyn Outbox>,
     relay_wake: Arc<Notify>,
     outbox_poll_interval: Duration,
+    /// `DELIVERY_LIMIT` of the event-store consumer's queue.
+    delivery_limit: u32,
     /// Kept to prepare the stores (indexes) once they answer, and closed at the end.
     backends: Backends,
     lifecycle: Arc<Lifecycle>,
@@ -187,6 +189,7 @@ impl Application {
             outbox,
             relay_wake,
             outbox_poll_interval: settings.outbox_poll_interval,
+            delivery_limit: settings.delivery_limit,
             backends,
             lifecycle,
             sweeper,
@@ -310,7 +313,11 @@ impl Application {
             let shutdown = internal.clone();
             async move {
                 if let Err(e) = bus
-                    .consume(pipeline::subscription(), feeder, shutdown)
+                    .consume(
+                        pipeline::subscription(self.delivery_limit),
+                        feeder,
+                        shutdown,
+                    )
                     .await
                 {
                     tracing::error!(error = %e, "event-store consumer stopped");

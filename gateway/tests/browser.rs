@@ -82,7 +82,11 @@ impl Stack {
         let rabbit = RabbitBus::new(amqp_url.clone()).with_topology(isolated_topology());
         let converter_settings = ConverterSettings::for_tests(&amqp_url, &mongodb_uri);
         // Both queues exist before anything is published, so no event goes unrouted.
-        declare(&rabbit, &gateway::pipeline::subscription()).await;
+        declare(
+            &rabbit,
+            &gateway::pipeline::subscription(platform::config::DEFAULT_DELIVERY_LIMIT),
+        )
+        .await;
         declare(&rabbit, &Converter::subscription(&converter_settings)).await;
         let bus: Arc<dyn EventBus> = Arc::new(rabbit);
         let blobs: Arc<dyn BlobStore> = Arc::new(platform::testing::gridfs(&mongodb_uri).await);

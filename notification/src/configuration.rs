@@ -47,6 +47,9 @@ pub struct Settings {
     pub smtp_timeout: Duration,
     /// A claim older than this is presumed orphaned by a crashed worker and taken over.
     pub claim_timeout: Duration,
+    /// `DELIVERY_LIMIT` (default 5): deaths of a consumer holding one event that the broker lets
+    /// pass; past them the mail fails with a reason.
+    pub delivery_limit: u32,
 }
 
 impl Default for Settings {
@@ -73,6 +76,7 @@ impl Default for Settings {
             prefetch: 4,
             smtp_timeout: Duration::from_secs(60),
             claim_timeout: Duration::from_secs(5 * 60),
+            delivery_limit: config::DEFAULT_DELIVERY_LIMIT,
         }
     }
 }
@@ -105,6 +109,7 @@ impl Settings {
             public_base_url: config::or_default("PUBLIC_BASE_URL", fallback.public_base_url)?,
             http_addr: config::or_default("HTTP_ADDR", fallback.http_addr)?,
             retry_delays,
+            delivery_limit: config::delivery_limit()?,
             prefetch: match config::or_default("NOTIFICATION_PREFETCH", fallback.prefetch)? {
                 0 => {
                     return Err(ConfigError::new(

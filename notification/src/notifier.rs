@@ -246,29 +246,68 @@ impl EventHandler for Notifier {
             delivery.attempt,
             smtp_code(last_error)
         );
-        let failed = Delivery::Failed { reason };
-        let result = async {
-            match self
-                .sent_log
-                .claim(envelope.event_id, envelope.job_id)
-                .await
-            {
-                Ok(ClaimResult::Granted(claim)) => {
-                    self.settle(envelope, outcome, &claim, failed).await
-                }
-                Ok(ClaimResult::Finished(finished)) if !finished.announced => {
-                    self.announce(envelope, outcome, &finished.delivery).await
-                }
-                // Done already, or another delivery of the same event is on it and will announce.
-                Ok(_) => Outcome::Done,
-                // Without the log the owner's job must still end: announce the failure anyway.
-                Err(_) => self.announce(envelope, outcome, &failed).await,
-            }
-        }
-        .instrument(span)
-        .await;
+        let result = self
+            .give_up(envelope, outcome, reason, false)
+            .instrument(span)
+            .await;
         if let Outcome::Retry(reason) = result {
             tracing::error!(job_id = %envelope.job_id, %reason, "could not announce the failed notification");
+        }
+    }
+
+    async fn abandoned(&self, delivery: &Delivered, deliveries: u32) -> Result<(), String> {
+        let envelope = &delivery.envelope;
+        let Some(outcome) = mail::Outcome::of(&envelope.event) else {
+            return Ok(());
+        };
+        let span = tracing::info_span!("abandon", job_id = %envelope.job_id, event_id = %envelope.event_id);
+        tracing::error!(
+            deliveries,
+            "the notification service died on every delivery of this event; the mail fails"
+        );
+        metrics::counter!("emails_total", "outcome" => "abandoned").increment(1);
+        let reason = format!(
+            "the mail could not be sent: the notification service stopped {deliveries} times while preparing it"
+        );
+        match self
+            .give_up(envelope, outcome, reason, true)
+            .instrument(span)
+            .await
+        {
+            Outcome::Retry(reason) => Err(reason),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Notifier {
+    /// Ends the mail about `envelope` as failed with `reason` and announces it, unless it was
+    /// dealt with already. With `dead_holder`, a claim held elsewhere belongs to the consumer
+    /// that died holding the event: wait for it to lapse (`Retry`) rather than trust it.
+    async fn give_up(
+        &self,
+        envelope: &Envelope,
+        outcome: mail::Outcome<'_>,
+        reason: String,
+        dead_holder: bool,
+    ) -> Outcome {
+        let failed = Delivery::Failed { reason };
+        match self
+            .sent_log
+            .claim(envelope.event_id, envelope.job_id)
+            .await
+        {
+            Ok(ClaimResult::Granted(claim)) => self.settle(envelope, outcome, &claim, failed).await,
+            Ok(ClaimResult::Finished(finished)) if !finished.announced => {
+                self.announce(envelope, outcome, &finished.delivery).await
+            }
+            Ok(ClaimResult::HeldElsewhere) if dead_holder => {
+                Outcome::Retry("the mail's claim is still held by the consumer that died".into())
+            }
+            // Done already, or another delivery of the same event is on it and will announce.
+            Ok(_) => Outcome::Done,
+            // Without the log the owner's job must still end: announce the failure anyway.
+            Err(_) => self.announce(envelope, outcome, &failed).await,
         }
     }
 }

@@ -13,16 +13,22 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-/// The durable queue this service consumes.
-pub const QUEUE: &str = "notification";
+/// The durable queue this service consumes: a quorum queue, which counts the deliveries whose
+/// consumer died holding them.
+pub const QUEUE: &str = "notification.quorum";
+/// The classic queue of earlier builds that [`QUEUE`] replaces (a queue's type cannot change).
+pub const REPLACED_QUEUE: &str = "notification";
 /// The outcomes announced by mail, and the deletions that cancel them.
 pub const EVENT_TYPES: [&str; 3] = ["conversion.succeeded", "conversion.failed", "job.deleted"];
 
-/// What this service consumes, with the configured prefetch and retry delays.
+/// What this service consumes, with the configured prefetch, retry delays and delivery limit
+/// (an event the service dies on more than that many times fails its mail with a reason).
 pub fn subscription(settings: &Settings) -> Subscription {
     Subscription::new(QUEUE, &EVENT_TYPES)
         .with_prefetch(settings.prefetch)
         .with_retry_delays(settings.retry_delays.clone())
+        .with_delivery_limit(settings.delivery_limit)
+        .replacing_queue(REPLACED_QUEUE)
 }
 
 pub struct Application {

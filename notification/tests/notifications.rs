@@ -327,7 +327,7 @@ async fn a_rejected_address_ends_as_notification_failed_without_retries() {
         }
         other => panic!("expected notification.failed, got {other:?}"),
     }
-    let queue = harness.topology.queue("notification");
+    let queue = harness.topology.queue(notification::startup::QUEUE);
     assert_eq!(
         harness
             .queue_depth(&retry_queue_name(&queue, retry_delay))
@@ -439,5 +439,40 @@ async fn no_mail_goes_out_about_a_job_its_owner_deleted() {
     let announced = harness.next_announcement(EVENT_TIMEOUT).await;
     assert!(matches!(announced.event, JobEvent::NotificationSent(_)));
     assert_eq!(mails_to(&mail_dir(), &recipient).len(), 1);
+    app.stop().await;
+}
+
+/// An outcome the service dies on every time it holds it (as an out-of-memory kill would): the
+/// broker counts the deaths, gives the event up past `DELIVERY_LIMIT`, and the mail ends failed
+/// with a reason instead of killing the service again and again.
+#[tokio::test]
+async fn an_outcome_the_service_dies_on_every_time_ends_notification_failed() {
+    let harness = Harness::new().await;
+    let settings = notification::Settings {
+        delivery_limit: 1,
+        ..test_settings()
+    };
+    let recipient = unique_recipient("poison");
+    let outcome = succeeded(&recipient, "poison.mp4");
+    let app = harness.start(settings.clone()).await;
+    app.stop().await;
+    harness.publish(&outcome).await;
+    let queue = harness.topology.queue(notification::startup::QUEUE);
+    // Delivered and lost twice: more than the limit of 1.
+    platform::testing::die_holding_the_next_delivery(&harness.bus, &queue, 2).await;
+
+    let app = harness.start(settings).await;
+    let announced = harness.next_announcement(EVENT_TIMEOUT).await;
+    match &announced.event {
+        JobEvent::NotificationFailed(failed) => {
+            assert_eq!(failed.about_event_id, outcome.event_id);
+            assert_eq!(
+                failed.reason,
+                "the mail could not be sent: the notification service stopped 2 times while preparing it"
+            );
+        }
+        other => panic!("expected notification.failed, got {other:?}"),
+    }
+    assert!(mails_to(&mail_dir(), &recipient).is_empty());
     app.stop().await;
 }

@@ -55,6 +55,22 @@ where
 }
 
 /// A string variable with a default.
+/// Default of `DELIVERY_LIMIT`.
+pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+
+/// `DELIVERY_LIMIT` (default 5, at least 1): how many deaths of a consumer holding one message the
+/// broker lets pass before it gives the message up (see `platform::bus::Subscription`).
+pub fn delivery_limit() -> Result<u32, ConfigError> {
+    match or_default("DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT)? {
+        0 => Err(ConfigError::new(
+            "DELIVERY_LIMIT",
+            "0",
+            "must be at least 1",
+        )),
+        limit => Ok(limit),
+    }
+}
+
 pub fn string_or(name: &str, default: &str) -> String {
     raw(name).unwrap_or_else(|| default.to_owned())
 }

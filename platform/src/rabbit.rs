@@ -532,7 +532,12 @@ impl RabbitBus {
             &self.topology.dead_letter_queue,
             &queue,
             |delivery| {
-                if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
+                let dead = DeadLetter::of(delivery);
+                // A message the broker gave up past the delivery limit killed its consumer every
+                // time: putting it back would only kill it again.
+                if dead.queue.as_deref() != Some(queue.as_str())
+                    || dead.reason.as_deref() == Some("delivery_limit")
+                {
                     return None;
                 }
                 let redriven = header_u32(delivery, REDRIVEN_HEADER).unwrap_or(0);

@@ -295,3 +295,33 @@ impl Drop for PrivateRabbit {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Takes the next message of `queue` and drops the connection without an ack, `times` times: a
+/// consumer that died holding the delivery, as far as the broker can tell (a quorum queue counts
+/// each one towards its delivery limit).
+pub async fn die_holding_the_next_delivery(
+    bus: &crate::rabbit::RabbitBus,
+    queue: &str,
+    times: u32,
+) {
+    for _ in 0..times {
+        let mut taken = None;
+        for _ in 0..100 {
+            let connection = bus.open_connection().await.unwrap();
+            let channel = connection.create_channel().await.unwrap();
+            if let Some(message) = channel
+                .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+                .await
+                .unwrap()
+            {
+                taken = Some(message);
+                // Closed without an ack: the broker takes the message back and counts it.
+                connection.close(200, "dying".into()).await.unwrap();
+                break;
+            }
+            connection.close(200, "empty".into()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(taken.is_some(), "the message came back to {queue}");
+    }
+}

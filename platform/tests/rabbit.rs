@@ -699,29 +699,6 @@ async fn queue_exists(bus: &RabbitBus, queue: &str) -> bool {
 
 /// A consumer that dies holding a delivery, `times` times: takes it and closes its connection
 /// without an ack, as a killed process does.
-async fn die_holding_the_next_delivery(bus: &RabbitBus, queue: &str, times: u32) {
-    for _ in 0..times {
-        let mut taken = None;
-        for _ in 0..100 {
-            let connection = bus.open_connection().await.unwrap();
-            let channel = connection.create_channel().await.unwrap();
-            if let Some(message) = channel
-                .basic_get(queue.into(), BasicGetOptions::default())
-                .await
-                .unwrap()
-            {
-                taken = Some(message);
-                // Closed without an ack: the broker takes the message back and counts it.
-                connection.close(200, "dying".into()).await.unwrap();
-                break;
-            }
-            connection.close(200, "empty".into()).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(taken.is_some(), "the message came back to {queue}");
-    }
-}
-
 #[tokio::test]
 async fn a_delivery_whose_consumer_dies_every_time_is_given_up_past_the_delivery_limit() {
     let bus = Arc::new(RabbitBus::new(required_env("AMQP_URL")).with_topology(isolated_topology()));
@@ -733,7 +710,7 @@ async fn a_delivery_whose_consumer_dies_every_time_is_given_up_past_the_delivery
     bus.publish(&poison).await.unwrap();
     let queue = bus.topology().queue("svc.quorum");
     // Delivered and lost three times: more than the limit of 2.
-    die_holding_the_next_delivery(&bus, &queue, 3).await;
+    platform::testing::die_holding_the_next_delivery(&bus, &queue, 3).await;
 
     let healthy = progress_event();
     bus.publish(&healthy).await.unwrap();

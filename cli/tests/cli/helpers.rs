@@ -80,7 +80,11 @@ impl Stack {
         let blobs = Arc::new(platform::testing::gridfs(&mongodb_uri).await);
         let converter_settings = ConverterSettings::for_tests(&amqp_url, &mongodb_uri);
         // Both queues exist before the first upload, so no event is dropped as unroutable.
-        declare(&bus, &gateway::pipeline::subscription()).await;
+        declare(
+            &bus,
+            &gateway::pipeline::subscription(platform::config::DEFAULT_DELIVERY_LIMIT),
+        )
+        .await;
         declare(&bus, &Converter::subscription(&converter_settings)).await;
 
         let converter = Converter::build(

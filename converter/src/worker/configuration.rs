@@ -40,7 +40,7 @@ pub struct Settings {
 /// Default [`Settings::lease_ttl`].
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(30);
 /// Default [`Settings::delivery_limit`].
-pub const DEFAULT_DELIVERY_LIMIT: u32 = 5;
+pub const DEFAULT_DELIVERY_LIMIT: u32 = config::DEFAULT_DELIVERY_LIMIT;
 
 /// Default retry schedule: four retries over about ten minutes.
 pub const DEFAULT_RETRY_DELAYS: [Duration; 4] = [
@@ -79,16 +79,7 @@ impl Settings {
             temp_budget_bytes: positive_bytes("CONVERTER_TEMP_BUDGET", DEFAULT_BUDGET_BYTES)?,
             limits: limits_from_env()?,
             lease_ttl: positive_duration("CONVERTER_LEASE_TTL", DEFAULT_LEASE_TTL)?,
-            delivery_limit: match config::or_default("DELIVERY_LIMIT", DEFAULT_DELIVERY_LIMIT)? {
-                0 => {
-                    return Err(ConfigError::new(
-                        "DELIVERY_LIMIT",
-                        "0",
-                        "must be at least 1",
-                    ));
-                }
-                limit => limit,
-            },
+            delivery_limit: config::delivery_limit()?,
         })
     }
 

@@ -38,8 +38,11 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
-/// Name of the gateway's durable queue.
-pub const QUEUE: &str = "gateway";
+/// Name of the gateway's durable queue: a quorum queue, which counts the deliveries whose
+/// consumer died holding them.
+pub const QUEUE: &str = "gateway.quorum";
+/// The classic queue of earlier builds that [`QUEUE`] replaces (a queue's type cannot change).
+pub const REPLACED_QUEUE: &str = "gateway";
 
 /// The gateway's subscription: every job event. Bound to every routing key rather than to this
 /// build's list of types, so an event type a newer build adds reaches this queue too (where the
@@ -49,10 +52,16 @@ pub const QUEUE: &str = "gateway";
 /// system of record, and what fails here is the store itself (MongoDB away), not the event. An
 /// outage of a few hours delays job states; only a longer one dead-letters events, and `gateway
 /// dead-letters redrive` puts them back.
-pub fn subscription() -> Subscription {
+///
+/// An event the gateway dies on more than `delivery_limit` times is given up by the broker and
+/// stays in the dead-letter queue for operators; its job, left without progress, is failed by the
+/// watchdog.
+pub fn subscription(delivery_limit: u32) -> Subscription {
     Subscription::new(QUEUE, &["#"])
         .with_prefetch(16)
         .with_retry_delays(STORE_OUTAGE_RETRY_DELAYS.to_vec())
+        .with_delivery_limit(delivery_limit)
+        .replacing_queue(REPLACED_QUEUE)
 }
 
 /// 1 s, 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h: about 3 h 43 min in all.
@@ -98,7 +107,7 @@ mod tests {
 
     #[test]
     fn events_wait_out_hours_of_store_trouble_before_they_are_dead_lettered() {
-        let waited: Duration = subscription().retry_delays.iter().sum();
+        let waited: Duration = subscription(5).retry_delays.iter().sum();
         assert!(waited >= Duration::from_secs(3 * 3600), "{waited:?}");
     }
 }

@@ -98,7 +98,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let test_bus = Arc::new(RabbitBus::new(amqp_real).with_topology(topology.clone()));
     // Declare the gateway's queue now so events published by the test before the gateway's
     // consumer is up are not dropped as unroutable.
-    declare(&test_bus, &gateway::pipeline::subscription()).await;
+    declare(
+        &test_bus,
+        &gateway::pipeline::subscription(platform::config::DEFAULT_DELIVERY_LIMIT),
+    )
+    .await;
 
     let mut backends = Backends::connect(&settings)
         .await
