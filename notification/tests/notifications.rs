@@ -417,7 +417,8 @@ async fn an_invalid_owner_address_fails_without_mail_or_retries() {
 #[tokio::test]
 async fn no_mail_goes_out_about_a_job_its_owner_deleted() {
     let harness = Harness::new().await;
-    let app = harness.start(test_settings()).await;
+    let settings = test_settings();
+    let app = harness.start(settings.clone()).await;
     let recipient = unique_recipient("deleted");
     let outcome = succeeded(&recipient, "deleted.mp4");
     let deleted = contracts::Envelope::new(
@@ -428,7 +429,19 @@ async fn no_mail_goes_out_about_a_job_its_owner_deleted() {
         }),
     );
     harness.publish(&deleted).await;
-    // The deletion is consumed first (one queue, in order), then the outcome.
+    // The deletion is recorded first; then the outcome arrives. (Published back to back, both
+    // may be handled at once with a prefetch above 1: an outcome racing its job's deletion by
+    // milliseconds can still be mailed.)
+    let client = platform::testing::mongo_client(settings.mongodb_uri.expose()).await;
+    let log = MongoSentLog::new(&client, &settings.mongodb_database, settings.claim_timeout);
+    let recorded = Instant::now();
+    while !log.is_deleted(outcome.job_id).await.unwrap() {
+        assert!(
+            recorded.elapsed() < EVENT_TIMEOUT,
+            "the deletion was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     harness.publish(&outcome).await;
     harness.assert_no_announcement(Duration::from_secs(3)).await;
     assert!(mails_to(&mail_dir(), &recipient).is_empty());
