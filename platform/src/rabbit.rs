@@ -495,18 +495,7 @@ impl RabbitBus {
                     if DeadLetter::of(delivery).queue.as_deref() != Some(queue.as_str()) {
                         return None;
                     }
-                    let properties = without_headers(
-                        &delivery.properties,
-                        &[
-                            "x-death",
-                            "x-first-death-queue",
-                            "x-first-death-reason",
-                            "x-first-death-exchange",
-                        ],
-                    );
-                    let mut headers = properties.headers().clone().unwrap_or_default();
-                    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
-                    Some(properties.with_headers(headers))
+                    Some(revived(&delivery.properties, None))
                 },
             )
             .await?;
@@ -546,19 +535,7 @@ impl RabbitBus {
                 if redriven >= policy.max_redrives || cooling {
                     return None;
                 }
-                let properties = without_headers(
-                    &delivery.properties,
-                    &[
-                        "x-death",
-                        "x-first-death-queue",
-                        "x-first-death-reason",
-                        "x-first-death-exchange",
-                    ],
-                );
-                let mut headers = properties.headers().clone().unwrap_or_default();
-                headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
-                headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven + 1));
-                Some(properties.with_headers(headers))
+                Some(revived(&delivery.properties, Some(redriven + 1)))
             },
         )
         .await
@@ -1207,6 +1184,26 @@ async fn park(delivery: &Delivery, queue: &str, error: &DecodeError, channel: &C
 }
 
 /// `properties` without the headers `names`.
+/// A dead letter's properties for its way back into its queue: the broker's death headers gone,
+/// attempts counted from 1 again and, for an automatic re-drive, [`REDRIVEN_HEADER`] set.
+fn revived(properties: &BasicProperties, redriven: Option<u32>) -> BasicProperties {
+    let properties = without_headers(
+        properties,
+        &[
+            "x-death",
+            "x-first-death-queue",
+            "x-first-death-reason",
+            "x-first-death-exchange",
+        ],
+    );
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
+    if let Some(redriven) = redriven {
+        headers.insert(REDRIVEN_HEADER.into(), AMQPValue::LongUInt(redriven));
+    }
+    properties.with_headers(headers)
+}
+
 fn without_headers(properties: &BasicProperties, names: &[&str]) -> BasicProperties {
     let mut headers = properties
         .headers()

@@ -64,6 +64,28 @@ pub fn subscription(delivery_limit: u32) -> Subscription {
         .replacing_queue(REPLACED_QUEUE)
 }
 
+/// Runs `round` every `interval` until `shutdown` (which also cuts a round short) and hands each
+/// result to `report`: the loop of the retention sweeper, the orphan sweeper and the watchdog.
+pub(crate) async fn every<T, Round>(
+    interval: Duration,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut round: impl FnMut() -> Round,
+    report: impl Fn(T),
+) where
+    Round: std::future::Future<Output = T>,
+{
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        tokio::select! {
+            result = round() => report(result),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
 /// 1 s, 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 2 h: about 3 h 43 min in all.
 const STORE_OUTAGE_RETRY_DELAYS: [Duration; 8] = [
     Duration::from_secs(1),

@@ -119,24 +119,20 @@ impl OrphanSweeper {
 
     /// Sweeps every `interval` until `shutdown`.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let sweep = tokio::select! {
-                result = self.sweep_once() => result,
-                _ = shutdown.cancelled() => return,
-            };
-            match sweep {
+        super::every(
+            interval,
+            &shutdown,
+            || self.sweep_once(),
+            |sweep| match sweep {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "orphan sweep deleted files"),
                 Err(e) => tracing::warn!(
                     error = format!("{e:#}"),
                     "orphan sweep failed; retrying next interval"
                 ),
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

@@ -124,24 +124,20 @@ impl Sweeper {
 
     /// Sweeps every `interval` until `shutdown`.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let sweep = tokio::select! {
-                result = self.sweep_once() => result,
-                _ = shutdown.cancelled() => return,
-            };
-            match sweep {
+        super::every(
+            interval,
+            &shutdown,
+            || self.sweep_once(),
+            |sweep| match sweep {
                 Ok(0) => {}
                 Ok(expired) => tracing::info!(expired, "retention sweep expired jobs"),
                 Err(e) => tracing::warn!(
                     error = format!("{e:#}"),
                     "retention sweep failed; retrying next interval"
                 ),
-            }
-        }
+            },
+        )
+        .await
     }
 }
 

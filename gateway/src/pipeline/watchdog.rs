@@ -138,22 +138,20 @@ impl Watchdog {
 
     /// Watches every `interval` until `shutdown`.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
-                _ = shutdown.cancelled() => return,
-            }
-            let round = tokio::select! {
-                result = self.watch_once() => result,
-                _ = shutdown.cancelled() => return,
-            };
-            if let Err(e) = round {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    "watchdog round failed; retrying next interval"
-                );
-            }
-        }
+        super::every(
+            interval,
+            &shutdown,
+            || self.watch_once(),
+            |round| {
+                if let Err(e) = round {
+                    tracing::warn!(
+                        error = format!("{e:#}"),
+                        "watchdog round failed; retrying next interval"
+                    );
+                }
+            },
+        )
+        .await
     }
 }
 
